@@ -1,0 +1,1 @@
+"""Exposure logs, readers, preprocessing, splitting and the prepared-dataset format."""

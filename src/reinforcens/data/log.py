@@ -1,0 +1,166 @@
+"""The columnar exposure log every reader produces and every later step consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from reinforcens.errors import DataError
+
+COLUMNS = ("user", "item", "session", "timestamp", "clicked")
+
+
+@dataclass(frozen=True)
+class ExposureLog:
+    """An impression log: one row per (user, item) shown in a session, with a click flag.
+
+    Ids are contiguous integers; the raw ids are kept in :attr:`user_ids` / :attr:`item_ids`
+    (``user_ids[k]`` is the raw id of internal user ``k``).
+
+    Attributes
+    ----------
+    user, item : numpy.ndarray of int64
+        Internal user and item ids, ``0 <= user < n_users``.
+    session : numpy.ndarray of int64
+        Session id; sessions are keyed by ``(user, session)``.
+    timestamp : numpy.ndarray of int64
+        Event time (any monotone unit, e.g. seconds). Orders sessions within a user.
+    clicked : numpy.ndarray of bool
+        Whether the item was clicked.
+    user_ids, item_ids : numpy.ndarray
+        Raw ids in internal-id order.
+    source : str
+        Where the log came from (a path or a description), used in messages.
+    """
+
+    user: np.ndarray
+    item: np.ndarray
+    session: np.ndarray
+    timestamp: np.ndarray
+    clicked: np.ndarray
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    source: str = field(default="<memory>")
+
+    def __len__(self) -> int:
+        return int(self.user.shape[0])
+
+    @property
+    def n_users(self) -> int:
+        return int(self.user_ids.shape[0])
+
+    @property
+    def n_items(self) -> int:
+        return int(self.item_ids.shape[0])
+
+    def to_frame(self, raw_ids: bool = False) -> pd.DataFrame:
+        """Return the log as a DataFrame with the columns ``user, item, session, timestamp, clicked``."""
+        user = self.user_ids[self.user] if raw_ids else self.user
+        item = self.item_ids[self.item] if raw_ids else self.item
+        return pd.DataFrame(
+            {
+                "user": user,
+                "item": item,
+                "session": self.session,
+                "timestamp": self.timestamp,
+                "clicked": self.clicked,
+            }
+        )
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, source: str | Path = "<memory>") -> ExposureLog:
+        """Validate a raw frame and map its ids to contiguous integers.
+
+        Parameters
+        ----------
+        frame
+            Columns ``user, item, session, timestamp, clicked``; optionally ``line``, the source line
+            of each row, used to name the line at fault in errors. ``timestamp`` may be missing, in
+            which case the session id orders sessions.
+        source
+            The file the frame was read from, named in errors.
+
+        Raises
+        ------
+        DataError
+            On an empty frame, a missing column, a missing id, a non-integer session or timestamp, or a
+            ``clicked`` value other than 0/1 (also ``true/false``).
+        """
+        source = str(source)
+        if len(frame) == 0:
+            raise DataError("the log has no rows", source)
+        if "timestamp" not in frame.columns and "session" in frame.columns:
+            frame = frame.assign(timestamp=0)
+        missing = [c for c in COLUMNS if c not in frame.columns]
+        if missing:
+            raise DataError(
+                f"missing column(s) {', '.join(missing)} (found: {', '.join(map(str, frame.columns))})",
+                source,
+            )
+        lines = (
+            frame["line"].to_numpy()
+            if "line" in frame.columns
+            else np.arange(len(frame)) + 2  # header is line 1
+        )
+
+        def fail(mask: np.ndarray, what: str) -> None:
+            bad = np.flatnonzero(mask)
+            if bad.size:
+                raise DataError(f"{what} ({bad.size} row(s) like this)", source, int(lines[bad[0]]))
+
+        for col in ("user", "item"):
+            values = frame[col]
+            fail(values.isna().to_numpy(), f"missing {col} id")
+            if values.dtype == object:
+                fail((values.astype(str).str.strip() == "").to_numpy(), f"empty {col} id")
+
+        session = _as_int(frame["session"], "session", fail)
+        timestamp = _as_int(frame["timestamp"], "timestamp", fail)
+        clicked = _as_bool(frame["clicked"], fail)
+
+        user_codes, user_ids = pd.factorize(frame["user"], sort=True)
+        item_codes, item_ids = pd.factorize(frame["item"], sort=True)
+        return cls(
+            user=np.asarray(user_codes, dtype=np.int64),
+            item=np.asarray(item_codes, dtype=np.int64),
+            session=session,
+            timestamp=timestamp,
+            clicked=clicked,
+            user_ids=np.asarray(user_ids),
+            item_ids=np.asarray(item_ids),
+            source=source,
+        )
+
+
+def _as_int(values: pd.Series, name: str, fail) -> np.ndarray:
+    if pd.api.types.is_integer_dtype(values.dtype) and not values.isna().any():
+        return values.to_numpy(dtype=np.int64)
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        fail(values.isna().to_numpy(), f"missing {name}")
+        return values.astype("int64").to_numpy() // 1_000_000_000
+    numeric = pd.to_numeric(values, errors="coerce")
+    fail(numeric.isna().to_numpy(), f"{name} is not an integer")
+    as_float = numeric.to_numpy(dtype=np.float64)
+    fail(as_float != np.round(as_float), f"{name} is not an integer")
+    fail(np.abs(as_float) >= 2.0**62, f"{name} is out of range")
+    return as_float.astype(np.int64)
+
+
+_TRUE = {"1", "true", "t", "yes", "1.0"}
+_FALSE = {"0", "false", "f", "no", "0.0"}
+
+
+def _as_bool(values: pd.Series, fail) -> np.ndarray:
+    if pd.api.types.is_bool_dtype(values.dtype):
+        return values.to_numpy(dtype=bool)
+    if pd.api.types.is_numeric_dtype(values.dtype):
+        arr = values.to_numpy(dtype=np.float64)
+        fail(~np.isin(arr, (0.0, 1.0)), "clicked must be 0 or 1")
+        return arr == 1.0
+    text = values.astype(str).str.strip().str.lower()
+    ok = text.isin(_TRUE | _FALSE).to_numpy()
+    fail(~ok, "clicked must be 0 or 1")
+    return text.isin(_TRUE).to_numpy()

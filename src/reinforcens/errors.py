@@ -1,0 +1,40 @@
+"""Exceptions raised for user errors.
+
+Every error that a user can cause (bad input file, wrong option, missing run directory) is raised as a
+:class:`ReinforcensError` subclass with a one-line message that names the file, line or key at fault.
+The command line turns these into a message and a non-zero exit code instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ReinforcensError(Exception):
+    """Base class of all user-facing errors."""
+
+
+class DataError(ReinforcensError):
+    """Malformed or unusable input data.
+
+    Parameters
+    ----------
+    message
+        What is wrong.
+    path
+        The file at fault, if any.
+    line
+        The 1-based line (or row) number at fault, if known.
+    """
+
+    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None):
+        self.path = None if path is None else str(path)
+        self.line = line
+        where = ""
+        if self.path is not None:
+            where = self.path if line is None else f"{self.path}:{line}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ConfigError(ReinforcensError):
+    """An invalid configuration value or an unknown configuration key."""
