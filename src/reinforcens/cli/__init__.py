@@ -1,0 +1,67 @@
+"""The ``reinforcens`` command line.
+
+Each sub-command lives in its own module of this package, which defines ``register(subparsers)``: it adds
+its parser and sets ``func`` (called with the parsed arguments, returning an exit code or ``None``).
+Adding a command is one new module plus its name in :data:`COMMANDS`.
+
+User errors (:class:`reinforcens.errors.ReinforcensError`) end in a one-line message on stderr and exit
+code 2; ``--verbose`` shows the traceback as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from collections.abc import Sequence
+
+from reinforcens import __version__
+from reinforcens.errors import ReinforcensError
+
+COMMANDS = ("simulate", "prepare", "stats", "train", "evaluate", "datasets")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reinforcens",
+        description="Train recommenders with learned negative samplers that use exposure data.",
+    )
+    parser.add_argument("--version", action="version", version=f"reinforcens {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show full tracebacks on errors"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:  # a command whose module is not written yet
+            if exc.name == f"{__name__}.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``reinforcens`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 1
+    try:
+        code = args.func(args)
+    except ReinforcensError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"reinforcens {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"reinforcens {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -24,7 +24,18 @@ from reinforcens.errors import DataError
 Reader = Callable[..., pd.DataFrame]
 
 _READERS: dict[str, Reader] = {}
-_MODULES = ("table", "zhihu")
+_MODULES = (
+    "table",
+    "zhihu",
+    "mind",
+    "kuairand",
+    "zhihurec",
+    "ebnerd",
+    "trivago",
+    "contentwise",
+    "recbole",
+    "ratings",
+)
 
 
 def register_reader(name: str) -> Callable[[Reader], Reader]:

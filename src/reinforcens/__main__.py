@@ -1,0 +1,5 @@
+import sys
+
+from reinforcens.cli import main
+
+sys.exit(main())

@@ -1,0 +1,106 @@
+"""Validated training configuration; the resolved config is saved with every run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from reinforcens.errors import ConfigError
+
+
+class TrainConfig(BaseModel):
+    """Everything that defines a training run (besides the data)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sampler: str = Field(
+        "uniform", description="negative sampler name (see `reinforcens train --help`)"
+    )
+    sampler_options: dict[str, Any] = Field(
+        default_factory=dict, description="the sampler's own options (validated by the sampler)"
+    )
+    dim: int = Field(32, ge=1, description="embedding size K")
+    batch_size: int = Field(1024, ge=1, description="positives per minibatch")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate of the recommender")
+    l2: float = Field(1e-5, ge=0, description="L2 weight on the embedding rows of each batch")
+    epochs: int = Field(400, ge=0, description="maximum epochs of the main stage")
+    patience: int = Field(10, ge=1, description="evaluations without improvement before stopping")
+    eval_every: int = Field(1, ge=1, description="evaluate validation every k epochs")
+    negatives_per_positive: int = Field(
+        1,
+        ge=1,
+        description="each positive is repeated this many times per epoch, one negative each",
+    )
+    init: Literal["auto", "scratch", "pretrained"] = Field(
+        "auto",
+        description="start the recommender from scratch or from a BPR-GMF pretraining; 'auto' uses "
+        "the sampler's default (pretrained for learned samplers, scratch for static ones)",
+    )
+    pretrained: str | None = Field(
+        None,
+        description="a checkpoint (best.pt of a uniform run) to initialise from, instead of "
+        "pretraining inside this run",
+    )
+    pretrain_epochs: int = Field(400, ge=1, description="maximum epochs of pretraining")
+    pretrain_patience: int = Field(10, ge=1, description="early-stop patience of pretraining")
+    pretrain_negatives: int = Field(
+        4, ge=1, description="uniform negatives per positive in pretraining"
+    )
+    below_pretrained_stop: int = Field(
+        10,
+        ge=0,
+        description="stop if after this many epochs validation AUC is still below the "
+        "pretrained model's (0: never)",
+    )
+    record_negatives: int = Field(
+        1000, ge=0, description="negatives kept per epoch for analysis (negatives.npz)"
+    )
+    full_k: int = Field(20, ge=1, description="cut-off of the full-ranking metrics")
+    seed: int = Field(0, description="seed of every random stream of the run")
+    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, value: str) -> str:
+        from reinforcens.samplers import canonical_name
+
+        return canonical_name(value)
+
+    @classmethod
+    def build(cls, **values: Any) -> TrainConfig:
+        """Validate, turning pydantic errors into a :class:`ConfigError` naming the key."""
+        try:
+            cfg = cls(**values)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(str(x) for x in err["loc"]) or "?"
+            raise ConfigError(f"config key {key!r}: {err['msg']}") from None
+        from reinforcens.samplers import sampler_config
+
+        resolved = sampler_config(cfg.sampler, cfg.sampler_options).model_dump(mode="json")
+        return cfg.model_copy(update={"sampler_options": resolved})
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        try:
+            values = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc})") from None
+        try:
+            return cls.build(**values)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)
+
+    def resolved_init(self) -> str:
+        from reinforcens.samplers import SAMPLERS
+
+        if self.init != "auto":
+            return self.init
+        return SAMPLERS[self.sampler].default_init

@@ -1,0 +1,279 @@
+"""The prepared-dataset directory that every command after ``prepare`` reads.
+
+Layout of ``PREP/``:
+
+``meta.json``
+    Format version, sizes, the options used (``min_sessions``, ``list_length``, ``seed``), the Table-1
+    statistics and what each preprocessing step removed.
+``train.npz``
+    ``click_indptr, click_indices`` and ``exposure_indptr, exposure_indices``: per-user CSR of
+    training clicks and of training exposed-but-unclicked items (never containing a training click).
+``valid.npz``, ``test.npz``
+    ``users, items, kind``: the fixed evaluation lists (see :mod:`reinforcens.data.split`).
+``user_ids.parquet``, ``item_ids.parquet``
+    The raw id of each internal id (column ``raw_id``).
+``ground_truth.npz``
+    Only for simulated data: the simulator's ground truth, keyed by raw ids.
+
+The directory is written to a temporary sibling first and renamed into place, so an interrupted
+``prepare`` never leaves a half-written dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reinforcens.data.interactions import UserItems
+from reinforcens.data.log import ExposureLog
+from reinforcens.data.preprocess import preprocess
+from reinforcens.data.split import EvalLists, split_sessions
+from reinforcens.errors import DataError
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """A preprocessed, split dataset with its evaluation lists.
+
+    Attributes
+    ----------
+    n_users, n_items : int
+    train_clicks : UserItems
+        The positives of training.
+    train_exposures : UserItems
+        Items shown to the user in training sessions and never clicked by them in training.
+    valid, test : EvalLists
+        The stored evaluation lists.
+    meta : dict
+        The contents of ``meta.json``.
+    user_ids, item_ids : numpy.ndarray
+        Raw ids of internal ids.
+    path : pathlib.Path or None
+    """
+
+    n_users: int
+    n_items: int
+    train_clicks: UserItems
+    train_exposures: UserItems
+    valid: EvalLists
+    test: EvalLists
+    meta: dict[str, Any]
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    path: Path | None = field(default=None)
+
+    def stats(self) -> dict[str, int]:
+        """The paper's Table-1 row: users, items, train/valid/test clicks, training exposures."""
+        return dict(self.meta["stats"])
+
+    def item_popularity(self) -> np.ndarray:
+        """Training click count of each item."""
+        return np.bincount(self.train_clicks.indices, minlength=self.n_items)
+
+    @property
+    def ground_truth_path(self) -> Path | None:
+        if self.path is None:
+            return None
+        p = self.path / "ground_truth.npz"
+        return p if p.exists() else None
+
+
+def prepare(
+    log: ExposureLog,
+    min_sessions: int = 4,
+    list_length: int | None = 40,
+    seed: int = 0,
+) -> PreparedDataset:
+    """Preprocess, split and build evaluation lists in memory.
+
+    Parameters
+    ----------
+    log
+        The exposure log.
+    min_sessions
+        Session filter threshold for users and items (4 Beibei-like, 6 Zhihu-like).
+    list_length
+        Evaluation list length ``L`` (40 Beibei-like, 160 Zhihu-like); ``None`` keeps sessions as they
+        are, for randomly exposed test sets.
+    seed
+        Seeds the list sampling (the lists are built once and stored).
+
+    Raises
+    ------
+    DataError
+        If nothing is left after filtering or splitting; the message says how many users each step
+        dropped and which options would keep more.
+    """
+    if min_sessions < 1:
+        raise DataError(f"min_sessions must be >= 1, got {min_sessions}")
+    if list_length is not None and list_length < 2:
+        raise DataError(f"list_length must be >= 2 or None, got {list_length}")
+    events = preprocess(log, min_sessions=min_sessions)
+    if events.n_users == 0:
+        raise DataError(
+            f"no user has {min_sessions} sessions after filtering users and items with fewer than "
+            f"{min_sessions} sessions ({log.n_users} users, {log.n_items} items in the log); "
+            "try a smaller --min-sessions",
+            log.source,
+        )
+    split, events = split_sessions(events, list_length=list_length, seed=seed)
+    report = events.report | split.report
+    if events.n_users == 0:
+        raise DataError(
+            f"no user is left: the split needs 3 sessions with a click per user, and "
+            f"{report['users_with_fewer_than_3_click_sessions_dropped']} of "
+            f"{report['users_kept']} users have fewer; try a smaller --min-sessions, or a reader "
+            "option that splits the log into more sessions (e.g. by time gap)",
+            log.source,
+        )
+    stats = {
+        "users": events.n_users,
+        "items": events.n_items,
+        "train": split.train_clicks.nnz,
+        "valid": split.valid_clicks,
+        "test": split.test_clicks,
+        "exposures": split.train_exposures.nnz,
+    }
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "source": log.source,
+        "n_users": events.n_users,
+        "n_items": events.n_items,
+        "options": {"min_sessions": min_sessions, "list_length": list_length, "seed": seed},
+        "stats": stats,
+        "report": {k: int(v) for k, v in report.items()},
+    }
+    return PreparedDataset(
+        n_users=events.n_users,
+        n_items=events.n_items,
+        train_clicks=split.train_clicks,
+        train_exposures=split.train_exposures,
+        valid=split.valid,
+        test=split.test,
+        meta=meta,
+        user_ids=events.user_ids,
+        item_ids=events.item_ids,
+    )
+
+
+def is_prepared_dir(path: Path) -> bool:
+    return (path / "meta.json").is_file()
+
+
+def save_prepared(
+    data: PreparedDataset, out: str | Path, force: bool = False, extra_files: dict | None = None
+) -> Path:
+    """Write ``data`` to ``out`` atomically (temporary directory, then rename).
+
+    Parameters
+    ----------
+    out
+        Target directory. It must not exist, be empty, or (with ``force``) hold a prepared dataset.
+    extra_files
+        ``{name: source_path}`` copied into the directory (e.g. the simulator's ground truth).
+
+    Raises
+    ------
+    DataError
+        If ``out`` exists and is not replaceable.
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not force or not is_prepared_dir(out):
+            raise DataError(
+                "exists and is not empty (use --force to replace a prepared dataset)", out
+            )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        tc, te = data.train_clicks, data.train_exposures
+        np.savez(
+            tmp / "train.npz",
+            click_indptr=tc.indptr,
+            click_indices=tc.indices,
+            exposure_indptr=te.indptr,
+            exposure_indices=te.indices,
+        )
+        for name, lists in (("valid", data.valid), ("test", data.test)):
+            np.savez(tmp / f"{name}.npz", users=lists.users, items=lists.items, kind=lists.kind)
+        _write_ids(tmp / "user_ids.parquet", data.user_ids)
+        _write_ids(tmp / "item_ids.parquet", data.item_ids)
+        for name, src in (extra_files or {}).items():
+            shutil.copyfile(src, tmp / name)
+        (tmp / "meta.json").write_text(json.dumps(data.meta, indent=2) + "\n")
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_ids(path: Path, ids: np.ndarray) -> None:
+    values = ids
+    if ids.dtype == object:
+        values = np.array([str(x) for x in ids], dtype=object)
+    pd.DataFrame({"raw_id": values}).to_parquet(path, index=False)
+
+
+def load_prepared(path: str | Path) -> PreparedDataset:
+    """Load a prepared dataset directory written by :func:`save_prepared`.
+
+    Raises
+    ------
+    DataError
+        If the directory is missing, incomplete or of another format version.
+    """
+    path = Path(path)
+    if not is_prepared_dir(path):
+        raise DataError("not a prepared dataset (no meta.json); run `reinforcens prepare`", path)
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"corrupt meta.json ({exc})", path / "meta.json") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise DataError(
+            f"prepared with format version {meta.get('format_version')}, this version reads "
+            f"{FORMAT_VERSION}; prepare it again",
+            path,
+        )
+    n_users, n_items = int(meta["n_users"]), int(meta["n_items"])
+    try:
+        with np.load(path / "train.npz", allow_pickle=False) as z:
+            clicks = UserItems(z["click_indptr"], z["click_indices"], n_items)
+            exposures = UserItems(z["exposure_indptr"], z["exposure_indices"], n_items)
+        lists = {}
+        for name in ("valid", "test"):
+            with np.load(path / f"{name}.npz", allow_pickle=False) as z:
+                lists[name] = EvalLists(users=z["users"], items=z["items"], kind=z["kind"])
+        user_ids = pd.read_parquet(path / "user_ids.parquet")["raw_id"].to_numpy()
+        item_ids = pd.read_parquet(path / "item_ids.parquet")["raw_id"].to_numpy()
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"incomplete or corrupt prepared dataset ({exc})", path) from None
+    return PreparedDataset(
+        n_users=n_users,
+        n_items=n_items,
+        train_clicks=clicks,
+        train_exposures=exposures,
+        valid=lists["valid"],
+        test=lists["test"],
+        meta=meta,
+        user_ids=user_ids,
+        item_ids=item_ids,
+        path=path,
+    )

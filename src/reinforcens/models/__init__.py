@@ -1,0 +1,5 @@
+"""Scoring models."""
+
+from reinforcens.models.gmf import GMF
+
+__all__ = ["GMF"]

@@ -1,0 +1,225 @@
+"""Learned samplers trained by policy gradient: RNS, RNS-ES and KBGAN (= RNS-AS).
+
+A second GMF model S scores ``N_s`` candidates per positive (uniform among items the user neither
+clicked nor was exposed to, plus ``exposed_candidates`` drawn from the user's exposed-unclicked items),
+and samples one negative ``j`` from the softmax of its scores (Gumbel-max). S sees the user, not the
+positive. After the recommender's step, S takes one REINFORCE step on the reward
+
+``(hardness - b1) + alpha * ((1 - beta) * overlap + beta * mmd - b2)``
+
+with ``hardness = -sigmoid(-r_uj)`` from the recommender, ``overlap = 1[j exposed to u]`` and ``mmd`` the
+feature-matching reward (:func:`reinforcens.mmd.mmd_reward`) of ``f = p_u * q_j`` from the recommender's
+embeddings against one exposed item per instance. ``b1`` and ``b2`` are the previous epoch's mean
+rewards (0 in the first epoch).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from reinforcens.losses import l2_penalty, reinforce_loss
+from reinforcens.mmd import DEFAULT_BANDWIDTHS, mmd_reward
+from reinforcens.models.gmf import GMF
+from reinforcens.optim import GMFOptimizer
+from reinforcens.samplers.base import Negatives, NegativeSampler, SamplerConfig
+
+
+class RNSConfig(SamplerConfig):
+    n_candidates: int = Field(
+        30, ge=2, description="N_s: candidates scored by the sampler per positive"
+    )
+    exposed_candidates: int = Field(
+        1, ge=0, description="how many of the N_s candidates come from the user's exposed items"
+    )
+    alpha: float = Field(2.5, ge=0.0, description="weight of the exposure-matching rewards")
+    beta: float = Field(0.75, ge=0.0, le=1.0, description="share of MMD in the exposure reward")
+    hardness: bool = Field(True, description="include the adversarial (hardness) reward")
+    bandwidths: tuple[float, ...] = Field(
+        DEFAULT_BANDWIDTHS, min_length=1, description="Gaussian kernel bandwidths of the MMD"
+    )
+    sampler_lr: float | None = Field(None, gt=0, description="sampler learning rate (default: lr)")
+    sampler_l2: float | None = Field(None, ge=0, description="sampler L2 (default: l2)")
+    temperature: float = Field(1.0, gt=0, description="softmax temperature of the sampler")
+
+
+class RNSSampler(NegativeSampler):
+    """The Reinforced Negative Sampler (Ding et al., IJCAI 2019)."""
+
+    name = "rns"
+    Config = RNSConfig
+    default_init = "pretrained"
+    learned = True
+
+    def __init__(self, config: RNSConfig, data, generator, context=None):
+        super().__init__(config, data, generator, context)
+        ctx = self.context
+        self.model = GMF(data.n_users, data.n_items, dim=ctx.dim, generator=_cpu_gen(generator))
+        self.model.to(data.device)
+        self.lr = config.sampler_lr or ctx.lr
+        self.l2 = ctx.l2 if config.sampler_l2 is None else config.sampler_l2
+        self.optimizer = GMFOptimizer(self.model, self.lr)
+        dev = data.device
+        self.baseline = torch.zeros(2, dtype=torch.float64, device=dev)  # b1 hardness, b2 exposure
+        # running sums over the epoch: hardness, exposure, overlap, mmd, total, count
+        self._sums = torch.zeros(6, dtype=torch.float64, device=dev)
+
+    def init_from_pretrained(self, state: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state)
+        self.optimizer = GMFOptimizer(self.model, self.lr)
+
+    @property
+    def uses_exposure(self) -> bool:
+        return self.config.alpha > 0
+
+    def candidates(self, users: torch.Tensor) -> torch.Tensor:
+        """N_s candidates per user: uniform non-clicked non-exposed items plus exposed ones."""
+        n, n_exp = (
+            self.config.n_candidates,
+            min(self.config.exposed_candidates, self.config.n_candidates),
+        )
+        uni = self.data.sample_uniform(users, n - n_exp, self.generator, exclude_exposed=True)
+        if n_exp == 0:
+            return uni
+        exp, has = self.data.sample_exposed(users, n_exp, self.generator)
+        if not bool(has.all()):
+            fill = self.data.sample_uniform(users, n_exp, self.generator, exclude_exposed=True)
+            exp = torch.where(has.unsqueeze(1), exp, fill)
+        return torch.cat([uni, exp], dim=1)
+
+    def sample(self, users, positives, recommender):
+        cands = self.candidates(users)
+        logits = self.model(users, cands) / self.config.temperature
+        gumbel = -torch.log(
+            -torch.log(
+                torch.rand(logits.shape, device=logits.device, generator=self.generator).clamp_(
+                    1e-10, 1.0
+                )
+            )
+        )
+        choice = (logits.detach() + gumbel).argmax(dim=1, keepdim=True)
+        log_probs = F.log_softmax(logits, dim=1).gather(1, choice).squeeze(1)
+        items = cands.gather(1, choice).squeeze(1)
+        return Negatives(items, log_probs, extra={"candidates": cands})
+
+    def rewards(
+        self, users: torch.Tensor, items: torch.Tensor, recommender: GMF, neg_scores: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The three reward terms of each generated negative (all detached)."""
+        c = self.config
+        out: dict[str, torch.Tensor] = {"hardness": -torch.sigmoid(-neg_scores.detach())}
+        if self.uses_exposure:
+            out["overlap"] = self.data.is_exposed(users, items).to(neg_scores.dtype)
+            if c.beta > 0:
+                with torch.no_grad():
+                    gen = recommender.features(users, items)
+                    exp_items, has = self.data.sample_exposed(users, 1, self.generator)
+                    exp_feat = recommender.features(users[has], exp_items[has].squeeze(1))
+                    out["mmd"] = mmd_reward(gen, exp_feat, c.bandwidths)
+            else:
+                out["mmd"] = torch.zeros_like(out["overlap"])
+        return out
+
+    def update(self, users, positives, negatives, recommender, neg_scores):
+        c = self.config
+        r = self.rewards(users, negatives.items, recommender, neg_scores)
+        b1, b2 = self.baseline[0].to(neg_scores.dtype), self.baseline[1].to(neg_scores.dtype)
+        hard = r["hardness"]
+        total = torch.zeros_like(hard)
+        if c.hardness:
+            total = total + (hard - b1)
+        exposure = None
+        if self.uses_exposure:
+            exposure = (1 - c.beta) * r["overlap"] + c.beta * r["mmd"]
+            total = total + c.alpha * (exposure - b2)
+        self.optimizer.zero_grad()
+        loss = reinforce_loss(negatives.log_probs, total)
+        if self.l2 > 0:
+            rows = (self.model.user(users), self.model.item(negatives.items))
+            loss = loss + self.l2 * l2_penalty(*rows)
+        loss.backward()
+        self.optimizer.step()
+        overlap = r.get("overlap")
+        if overlap is None:
+            overlap = self.data.is_exposed(users, negatives.items).to(hard.dtype)
+        zero = hard.new_zeros(())
+        self._sums += torch.stack(
+            [
+                hard.sum(),
+                exposure.sum() if exposure is not None else zero,
+                overlap.sum(),
+                r["mmd"].sum() if "mmd" in r else zero,
+                total.sum(),
+                hard.new_tensor(float(hard.numel())),
+            ]
+        ).to(torch.float64)
+        return {}
+
+    def epoch_end(self) -> dict[str, float]:
+        sums = self._sums.cpu()
+        n = max(float(sums[5]), 1.0)
+        self.baseline = (sums[:2] / n).to(self.baseline.device)
+        out = {
+            "reward_hardness": float(sums[0]) / n,
+            "reward_exposure": float(sums[1]) / n,
+            "overlap": float(sums[2]) / n,
+            "reward_mmd": float(sums[3]) / n,
+            "reward_total": float(sums[4]) / n,
+        }
+        self._sums.zero_()
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+            "baseline": self.baseline.clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer = GMFOptimizer(self.model, self.lr)
+        if state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.baseline = state["baseline"].clone().to(torch.float64).to(self.data.device)
+
+
+def _cpu_gen(generator: torch.Generator) -> torch.Generator:
+    """A CPU generator seeded from ``generator`` (initialisation runs on the CPU)."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    return torch.Generator().manual_seed(seed)
+
+
+class RNSESConfig(RNSConfig):
+    hardness: bool = Field(False, description="include the adversarial (hardness) reward")
+    beta: float = Field(0.9, ge=0.0, le=1.0, description="share of MMD in the exposure reward")
+
+
+class RNSESSampler(RNSSampler):
+    """RNS-ES: RNS with the hardness reward off (exposure matching only)."""
+
+    name = "rns-es"
+    Config = RNSESConfig
+
+
+class KBGANConfig(RNSConfig):
+    alpha: float = Field(0.0, ge=0.0, description="weight of the exposure rewards (0 for KBGAN)")
+    exposed_candidates: int = Field(
+        0, ge=0, description="how many of the N_s candidates come from the user's exposed items"
+    )
+
+
+class KBGANSampler(RNSSampler):
+    """KBGAN (Cai and Wang, 2018) with BPR, i.e. RNS-AS: the hardness reward only, and candidates
+    drawn uniformly among all non-clicked items (the sampler sees no exposure)."""
+
+    name = "kbgan"
+    Config = KBGANConfig
+
+    def candidates(self, users: torch.Tensor) -> torch.Tensor:
+        if self.config.exposed_candidates:
+            return super().candidates(users)
+        return self.data.sample_uniform(users, self.config.n_candidates, self.generator)

@@ -1,0 +1,124 @@
+"""The negative-sampler interface that every sampler, static or learned, implements.
+
+The trainer calls, per minibatch of positives ``(users, positives)``:
+
+1. ``negatives = sampler.sample(users, positives, recommender)``: one negative item per positive, plus
+   whatever a learned sampler needs for its update (log-probabilities, candidates);
+2. the recommender's BPR step on ``(users, positives, negatives.items)``;
+3. ``sampler.update(users, positives, negatives, recommender, neg_scores)`` with the recommender's
+   (pre-step, detached) scores of the negatives: a policy-gradient step for learned samplers, nothing for
+   static ones. It returns numbers to log.
+
+and ``epoch_end()`` after each epoch (reward baselines and other state kept across epochs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from reinforcens.models.gmf import GMF
+from reinforcens.training_data import TrainingData
+
+
+class SamplerConfig(BaseModel):
+    """Options of a sampler; each sampler subclasses this with its own fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class Negatives:
+    """The output of :meth:`NegativeSampler.sample`.
+
+    Attributes
+    ----------
+    items : torch.Tensor of int64, shape (B,)
+        One negative item per positive.
+    log_probs : torch.Tensor or None
+        For learned samplers: ``log pi(j|u)`` with gradient into the sampler's parameters.
+    extra : dict
+        Anything else the update needs (candidates, exposure flags, ...).
+    """
+
+    items: torch.Tensor
+    log_probs: torch.Tensor | None = None
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SamplerContext:
+    """The recommender's settings a learned sampler copies (embedding size, learning rate, L2)."""
+
+    dim: int = 32
+    lr: float = 1e-3
+    l2: float = 1e-5
+
+
+class NegativeSampler:
+    """Base class of all negative samplers.
+
+    Subclasses set :attr:`name`, :attr:`Config` and override :meth:`sample`; learned samplers also
+    override :meth:`update`, :meth:`epoch_end` and the state methods.
+
+    Parameters
+    ----------
+    config
+        The sampler's validated options.
+    data
+        The training data on the training device.
+    generator
+        The random stream of this sampler (seeded by the trainer).
+    context
+        The recommender's settings, for samplers with a model of their own.
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[SamplerConfig]] = SamplerConfig
+    #: "scratch" or "pretrained": how the recommender starts when the run's ``init`` is "auto"
+    default_init: ClassVar[str] = "scratch"
+    learned: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        config: SamplerConfig,
+        data: TrainingData,
+        generator: torch.Generator,
+        context: SamplerContext | None = None,
+    ):
+        self.config = config
+        self.data = data
+        self.generator = generator
+        self.context = context or SamplerContext()
+
+    def sample(self, users: torch.Tensor, positives: torch.Tensor, recommender: GMF) -> Negatives:
+        raise NotImplementedError
+
+    def update(
+        self,
+        users: torch.Tensor,
+        positives: torch.Tensor,
+        negatives: Negatives,
+        recommender: GMF,
+        neg_scores: torch.Tensor,
+    ) -> dict[str, float]:
+        return {}
+
+    def epoch_end(self) -> dict[str, float]:
+        return {}
+
+    def init_from_pretrained(self, state: dict[str, torch.Tensor]) -> None:
+        """Initialise a learned sampler's model from a pretrained GMF state (no-op if static)."""
+
+    def ranking_model(self, recommender: GMF) -> GMF:
+        """The model that ranks at evaluation (the recommender, except for IRGAN)."""
+        return recommender
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None

@@ -1,0 +1,42 @@
+"""IRGAN (Wang et al., SIGIR 2017) in its pairwise form, with GMF for both players.
+
+The generator G (a GMF) samples an item for each positive from the softmax of its scores over ``N_s``
+uniform non-clicked candidates; the discriminator (the recommender R) takes a BPR step that ranks the true
+positive above G's item; G then takes a REINFORCE step with reward ``log(1 + exp(r_uj))`` (IRGAN's
+generator reward), minus the previous epoch's mean. As in IRGAN and the RNS paper's comparison, the
+*generator* is the model that ranks at evaluation.
+
+IRGAN's generator softmax runs over all items; here it runs over ``N_s`` sampled candidates, which keeps
+an epoch's cost independent of the catalogue size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from reinforcens.models.gmf import GMF
+from reinforcens.samplers.adversarial import RNSConfig, RNSSampler
+
+
+class IRGANConfig(RNSConfig):
+    n_candidates: int = Field(100, ge=2, description="candidates of the generator's softmax")
+    alpha: float = Field(0.0, ge=0.0, description="unused by IRGAN (exposure reward weight)")
+    exposed_candidates: int = Field(0, ge=0, description="unused by IRGAN")
+
+
+class IRGANSampler(RNSSampler):
+    """IRGAN: the generator is trained to produce items the discriminator scores high, and ranks."""
+
+    name = "irgan"
+    Config = IRGANConfig
+
+    def candidates(self, users: torch.Tensor) -> torch.Tensor:
+        return self.data.sample_uniform(users, self.config.n_candidates, self.generator)
+
+    def rewards(self, users, items, recommender, neg_scores):
+        return {"hardness": F.softplus(neg_scores.detach())}
+
+    def ranking_model(self, recommender: GMF) -> GMF:
+        return self.model

@@ -1,0 +1,487 @@
+"""The trainer: a recommender R (GMF, BPR loss) and a negative sampler S, with early stopping.
+
+``Trainer(data, config, out_dir).fit()`` runs, in ``out_dir``:
+
+- an optional pretraining stage (BPR-GMF with uniform negatives, early stopped on validation AUC) that
+  initialises R and, for learned samplers, S (``pretrain/``);
+- the main stage: per minibatch, S samples one negative per positive, R takes a BPR step, then S takes
+  its own update; validation AUC/NDCG every ``eval_every`` epochs; the best state is kept and training
+  stops after ``patience`` evaluations without improvement;
+- test evaluation of the best state (list AUC/NDCG, full-ranking Recall/NDCG@k and, on simulated data,
+  the ground-truth AUC), written to ``metrics.json``.
+
+Every epoch writes ``last.pt`` (all state, random streams included) atomically, so an interrupted run
+resumes where it stopped and gives the same result as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from reinforcens.checkpoint import (
+    atomic_write_json,
+    atomic_write_text,
+    load_checkpoint,
+    save_checkpoint,
+)
+from reinforcens.config import TrainConfig
+from reinforcens.data.prepared import PreparedDataset
+from reinforcens.errors import ConfigError, DataError
+from reinforcens.evaluation import evaluate, evaluate_lists
+from reinforcens.losses import bpr_loss, l2_penalty
+from reinforcens.models.gmf import GMF, TorchScorer
+from reinforcens.optim import GMFOptimizer
+from reinforcens.samplers import NegativeSampler, SamplerContext, make_sampler
+from reinforcens.training_data import TrainingData
+
+
+def resolve_device(name: str) -> torch.device:
+    """``torch.device(name)``, with a clear error if CUDA is asked for and absent."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"config key 'device': {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config key 'device': CUDA is not available on this machine")
+    return device
+
+
+def _generators(seed: int, device: torch.device, n: int) -> list[torch.Generator]:
+    """Independent random streams derived from one seed (numpy SeedSequence)."""
+    seeds = np.random.SeedSequence(seed).generate_state(n, dtype=np.uint64)
+    gens = []
+    for s in seeds:
+        g = torch.Generator(device=device)
+        g.manual_seed(int(s) & ((1 << 63) - 1))
+        gens.append(g)
+    return gens
+
+
+@dataclass
+class StageResult:
+    best_state: dict[str, Any]
+    best_epoch: int
+    best_valid: dict[str, float]
+    epochs: int
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    """Train a GMF recommender with a negative sampler on a prepared dataset.
+
+    Parameters
+    ----------
+    data
+        The prepared dataset.
+    config
+        The run's configuration.
+    out_dir
+        Run directory; ``None`` trains in memory without checkpoints.
+    progress
+        Show a progress bar per epoch.
+    resume
+        Continue from ``out_dir/last.pt`` if present (the saved config must match).
+    """
+
+    def __init__(
+        self,
+        data: PreparedDataset,
+        config: TrainConfig,
+        out_dir: str | Path | None = None,
+        progress: bool = True,
+        resume: bool = False,
+    ):
+        self.data = data
+        self.config = config
+        self.out = Path(out_dir) if out_dir is not None else None
+        self.progress = progress
+        self.resume = resume
+        self.device = resolve_device(config.device)
+        self.train_data = TrainingData.from_prepared(data, self.device)
+        self.valid_users = torch.as_tensor(data.valid.users, device=self.device)
+        self.valid_items = torch.as_tensor(np.maximum(data.valid.items, 0), device=self.device)
+
+    # ------------------------------------------------------------------ set-up
+    def _prepare_out(self) -> None:
+        if self.out is None:
+            return
+        cfg_path = self.out / "config.json"
+        if self.out.exists() and any(self.out.iterdir()):
+            if not cfg_path.is_file():
+                raise ConfigError(f"{self.out} exists and is not a run directory")
+            saved = json.loads(cfg_path.read_text())
+            if (self.out / "metrics.json").is_file() and not self.resume:
+                raise ConfigError(
+                    f"{self.out} holds a finished run; choose another --out or delete it"
+                )
+            if not self.resume:
+                raise ConfigError(
+                    f"{self.out} holds an unfinished run; pass --resume to continue it"
+                )
+            mine = json.loads(self.config.to_json())
+            diff = sorted(k for k in mine if k != "device" and saved.get(k) != mine.get(k))
+            if diff:
+                raise ConfigError(
+                    f"cannot resume {self.out}: its config differs in {', '.join(diff)}"
+                )
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cfg_path, self.config.to_json() + "\n")
+        atomic_write_json(
+            self.out / "data.json",
+            {"path": str(self.data.path) if self.data.path else None, "stats": self.data.stats()},
+        )
+
+    def _new_model(self, gen: torch.Generator) -> GMF:
+        seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
+        cpu = torch.Generator().manual_seed(seed)
+        return GMF(self.data.n_users, self.data.n_items, self.config.dim, generator=cpu).to(
+            self.device
+        )
+
+    # ------------------------------------------------------------------ one epoch
+    def train_epoch(
+        self,
+        model: GMF,
+        optimizer: GMFOptimizer,
+        sampler: NegativeSampler,
+        batch_gen: torch.Generator,
+        repeat: int,
+        desc: str,
+        record: list[torch.Tensor] | None = None,
+    ) -> dict[str, float]:
+        """One pass over the training positives; returns the mean BPR loss and sampler stats."""
+        cfg = self.config
+        n_batches = math.ceil(self.train_data.n_positives * repeat / cfg.batch_size)
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        kept = 0
+        bar = tqdm(
+            self.train_data.batches(cfg.batch_size, batch_gen, repeat),
+            total=n_batches,
+            desc=desc,
+            leave=False,
+            disable=not self.progress,
+            unit="batch",
+        )
+        for users, pos in bar:
+            neg = sampler.sample(users, pos, model)
+            pu = model.user(users)
+            qi = model.item(pos)
+            qj = model.item(neg.items)
+            pos_s = (pu * qi) @ model.h
+            neg_s = (pu * qj) @ model.h
+            loss = bpr_loss(pos_s, neg_s)
+            if cfg.l2 > 0:
+                loss = loss + cfg.l2 * l2_penalty(pu, qi, qj)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.detach().to(torch.float64)
+            sampler.update(users, pos, neg, model, neg_s.detach())
+            if record is not None and kept < cfg.record_negatives:
+                take = min(cfg.record_negatives - kept, users.numel())
+                record.append(torch.stack([users[:take], neg.items[:take]]).cpu())
+                kept += take
+        stats = {"loss": float(total) / max(self.train_data.n_positives * repeat, 1)}
+        stats.update(sampler.epoch_end())
+        return stats
+
+    def validate(self, model: GMF) -> dict[str, float]:
+        scorer = TorchScorer(model)
+        return evaluate_lists(scorer, self.data.valid)
+
+    # ------------------------------------------------------------------ a stage
+    def _run_stage(
+        self,
+        name: str,
+        stage_dir: Path | None,
+        model: GMF,
+        sampler: NegativeSampler,
+        gens: list[torch.Generator],
+        max_epochs: int,
+        patience: int,
+        repeat: int,
+        floor: float | None = None,
+    ) -> StageResult:
+        cfg = self.config
+        optimizer = GMFOptimizer(model, cfg.lr)
+        rank_model = sampler.ranking_model(model)
+        start_epoch, best_epoch, bad, seconds = 1, 0, 0, 0.0
+        history: list[dict[str, Any]] = []
+        best_valid: dict[str, float] = {"auc": -math.inf, "ndcg": -math.inf}
+        best_state: dict[str, Any] | None = None
+        last_path = stage_dir / "last.pt" if stage_dir else None
+        records: dict[int, np.ndarray] = {}
+
+        if last_path is not None and last_path.is_file():
+            st = load_checkpoint(last_path, self.device)
+            model.load_state_dict(st["recommender"])
+            optimizer.load_state_dict(st["optimizer"])
+            sampler.load_state_dict(st["sampler"])
+            for g, s in zip(gens, st["generators"], strict=True):
+                g.set_state(s.cpu() if g.device.type == "cpu" else s)
+            start_epoch = int(st["epoch"]) + 1
+            best_epoch, bad, seconds = int(st["best_epoch"]), int(st["bad"]), float(st["seconds"])
+            best_valid = {k: float(v) for k, v in st["best_valid"].items()}
+            best_state = load_checkpoint(stage_dir / "best.pt", self.device)
+            history = [json.loads(x) for x in (stage_dir / "epochs.jsonl").read_text().splitlines()]
+            history = [h for h in history if h["epoch"] < start_epoch]
+            if (stage_dir / "negatives.npz").is_file():
+                with np.load(stage_dir / "negatives.npz") as z:
+                    records = {int(k[1:]): z[k] for k in z.files}
+        elif floor is not None:
+            # epoch 0: the pretrained state is a candidate too
+            v = self.validate(rank_model)
+            best_valid, best_state = v, self._state(model, sampler, 0, v)
+            history.append(
+                {"epoch": 0, "stage": name, "valid_auc": v["auc"], "valid_ndcg": v["ndcg"]}
+            )
+
+        epoch = start_epoch - 1
+        for epoch in range(start_epoch, max_epochs + 1):
+            t0 = time.perf_counter()
+            rec: list[torch.Tensor] = []
+            stats = self.train_epoch(
+                model,
+                optimizer,
+                sampler,
+                gens[1],
+                repeat,
+                desc=f"{name} epoch {epoch}",
+                record=rec if cfg.record_negatives else None,
+            )
+            train_s = time.perf_counter() - t0
+            if rec:
+                records[epoch] = torch.cat(rec, dim=1).numpy()
+            row: dict[str, Any] = {"epoch": epoch, "stage": name, "train_seconds": train_s} | stats
+            improved = False
+            if epoch % cfg.eval_every == 0 or epoch == max_epochs:
+                v = self.validate(rank_model)
+                row["valid_auc"], row["valid_ndcg"] = v["auc"], v["ndcg"]
+                if v["auc"] > best_valid["auc"]:
+                    best_valid, best_epoch, bad, improved = v, epoch, 0, True
+                    best_state = self._state(model, sampler, epoch, v)
+                else:
+                    bad += 1
+            seconds += time.perf_counter() - t0
+            row["seconds"] = time.perf_counter() - t0
+            history.append(row)
+            stop = bad >= patience or (
+                floor is not None
+                and cfg.below_pretrained_stop
+                and epoch >= cfg.below_pretrained_stop
+                and best_epoch == 0
+            )
+            if stage_dir is not None:
+                self._save_epoch(
+                    stage_dir,
+                    model,
+                    optimizer,
+                    sampler,
+                    gens,
+                    epoch,
+                    best_epoch,
+                    bad,
+                    seconds,
+                    best_valid,
+                    best_state if improved else None,
+                    history,
+                    records,
+                )
+            if self.progress:
+                msg = f"{name} epoch {epoch}: loss {stats['loss']:.4f}"
+                if "valid_auc" in row:
+                    msg += f"  valid auc {row['valid_auc']:.4f} ndcg {row['valid_ndcg']:.4f}"
+                tqdm.write(msg)
+            if stop:
+                break
+        if best_state is None:  # no evaluation happened (epochs=0)
+            v = self.validate(rank_model)
+            best_valid, best_state = v, self._state(model, sampler, epoch, v)
+        return StageResult(best_state, best_epoch, best_valid, epoch, seconds, history)
+
+    def _state(
+        self, model: GMF, sampler: NegativeSampler, epoch: int, valid: dict
+    ) -> dict[str, Any]:
+        return {
+            "recommender": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "sampler": _clone(sampler.state_dict()),
+            "epoch": epoch,
+            "valid": {k: float(v) for k, v in valid.items()},
+            "config": self.config.to_json(),
+            "n_users": self.data.n_users,
+            "n_items": self.data.n_items,
+        }
+
+    def _save_epoch(
+        self,
+        stage_dir,
+        model,
+        optimizer,
+        sampler,
+        gens,
+        epoch,
+        best_epoch,
+        bad,
+        seconds,
+        best_valid,
+        new_best,
+        history,
+        records,
+    ) -> None:
+        if new_best is not None:
+            save_checkpoint(stage_dir / "best.pt", new_best)
+        if records:
+            tmp = stage_dir / ".negatives.tmp.npz"
+            np.savez(tmp, **{f"e{k}": v for k, v in records.items()})
+            tmp.replace(stage_dir / "negatives.npz")
+        atomic_write_text(
+            stage_dir / "epochs.jsonl", "".join(json.dumps(h) + "\n" for h in history)
+        )
+        save_checkpoint(
+            stage_dir / "last.pt",
+            {
+                "recommender": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "sampler": sampler.state_dict(),
+                "generators": [g.get_state() for g in gens],
+                "epoch": epoch,
+                "best_epoch": best_epoch,
+                "bad": bad,
+                "seconds": seconds,
+                "best_valid": best_valid,
+            },
+        )
+
+    # ------------------------------------------------------------------ the whole run
+    def _pretrain(self) -> tuple[dict[str, Any], float | None]:
+        cfg = self.config
+        if cfg.pretrained:
+            st = load_checkpoint(cfg.pretrained, self.device)
+            if st.get("n_users") != self.data.n_users or st.get("n_items") != self.data.n_items:
+                raise DataError(
+                    "pretrained checkpoint was trained on other data "
+                    f"({st.get('n_users')} users, {st.get('n_items')} items)",
+                    cfg.pretrained,
+                )
+            return st, st.get("valid", {}).get("auc")
+        stage_dir = self.out / "pretrain" if self.out else None
+        done = stage_dir / "best.pt" if stage_dir else None
+        if stage_dir and (stage_dir / "done.json").is_file() and done.is_file():
+            st = load_checkpoint(done, self.device)
+            return st, st["valid"]["auc"]
+        gens = _generators(cfg.seed + 1_000_003, self.device, 3)
+        model = self._new_model(gens[0])
+        uniform = make_sampler("uniform", self.train_data, gens[2])
+        res = self._run_stage(
+            "pretrain",
+            stage_dir,
+            model,
+            uniform,
+            gens,
+            cfg.pretrain_epochs,
+            cfg.pretrain_patience,
+            cfg.pretrain_negatives,
+        )
+        if stage_dir:
+            save_checkpoint(stage_dir / "best.pt", res.best_state)
+            atomic_write_json(stage_dir / "done.json", {"best_epoch": res.best_epoch})
+        return res.best_state, res.best_valid["auc"]
+
+    def fit(self) -> dict[str, Any]:
+        """Train, select the best validation state, evaluate it; returns the metrics dict."""
+        cfg = self.config
+        self._prepare_out()
+        t_start = time.perf_counter()
+        gens = _generators(cfg.seed, self.device, 3)
+        model = self._new_model(gens[0])
+        ctx = SamplerContext(dim=cfg.dim, lr=cfg.lr, l2=cfg.l2)
+        sampler = make_sampler(cfg.sampler, self.train_data, gens[2], cfg.sampler_options, ctx)
+        floor = None
+        pre_epochs = 0
+        if cfg.resolved_init() == "pretrained":
+            pre, floor = self._pretrain()
+            model.load_state_dict(pre["recommender"])
+            sampler.init_from_pretrained(pre["recommender"])
+            pre_epochs = int(pre.get("epoch", 0))
+            if floor is None:
+                floor = -math.inf
+        res = self._run_stage(
+            "train",
+            self.out,
+            model,
+            sampler,
+            gens,
+            cfg.epochs,
+            cfg.patience,
+            cfg.negatives_per_positive,
+            floor=floor,
+        )
+        model.load_state_dict(res.best_state["recommender"])
+        if res.best_state["sampler"]:
+            sampler.load_state_dict(res.best_state["sampler"])
+        scorer = TorchScorer(sampler.ranking_model(model))
+        results = evaluate(scorer, self.data, full_k=cfg.full_k)
+        metrics: dict[str, Any] = {
+            "sampler": cfg.sampler,
+            "seed": cfg.seed,
+            "best_epoch": res.best_epoch,
+            "epochs": res.epochs,
+            "pretrain_best_epoch": pre_epochs,
+            "seconds": time.perf_counter() - t_start,
+            "train_seconds_per_epoch": float(
+                np.mean([h["train_seconds"] for h in res.history if "train_seconds" in h] or [0])
+            ),
+        }
+        for split, vals in results.items():
+            for k, v in vals.items():
+                metrics[f"{split}.{k}"] = v
+        self.model, self.sampler, self.history = model, sampler, res.history
+        if self.out is not None:
+            save_checkpoint(self.out / "best.pt", res.best_state)
+            atomic_write_json(self.out / "metrics.json", _finite(metrics))
+        return metrics
+
+
+def _clone(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _clone(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clone(v) for v in obj]
+    return obj
+
+
+def _finite(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[TrainConfig, GMF, dict[str, Any]]:
+    """Load a finished run's config and its ranking model (the best state).
+
+    Returns the config, the model that ranks (the generator for IRGAN), and the checkpoint dict.
+    """
+    run_dir = Path(run_dir)
+    cfg = TrainConfig.load(run_dir / "config.json")
+    st = load_checkpoint(run_dir / "best.pt", device)
+    model = GMF(int(st["n_users"]), int(st["n_items"]), cfg.dim)
+    if cfg.sampler == "irgan":
+        model.load_state_dict(st["sampler"]["model"])
+    else:
+        model.load_state_dict(st["recommender"])
+    return cfg, model.to(device), st
+
+
+def remove_run(run_dir: Path) -> None:
+    shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,0 +1,54 @@
+"""Shared fixtures: small random exposure logs and the simulator's ``tiny`` preset, prepared."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+# tests run in parallel processes on 2 cores: one intra-op thread each avoids oversubscription
+torch.set_num_threads(1)
+
+
+def random_frame(
+    seed: int = 0,
+    n_users: int = 40,
+    n_items: int = 60,
+    max_sessions: int = 8,
+    slate: int = 8,
+    click_rate: float = 0.25,
+) -> pd.DataFrame:
+    """A random exposure log (no structure), independent of the simulator."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        for s in range(int(rng.integers(1, max_sessions + 1))):
+            items = rng.choice(n_items, size=min(slate, n_items), replace=False)
+            clicks = rng.random(items.size) < click_rate
+            for it, c in zip(items, clicks, strict=True):
+                rows.append((f"u{u}", f"i{it}", s, 1000 * s + int(rng.integers(0, 999)), int(c)))
+    return pd.DataFrame(rows, columns=["user", "item", "session", "timestamp", "clicked"])
+
+
+@pytest.fixture(scope="session")
+def tiny_sim(tmp_path_factory):
+    """The ``tiny`` simulator preset written to disk: its directory."""
+    from reinforcens.data.simulate import write_simulation
+
+    out = tmp_path_factory.mktemp("sim") / "tiny"
+    write_simulation(out, "tiny", seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tiny_sim, tmp_path_factory):
+    """The ``tiny`` preset prepared (L = 40), loaded from disk (ground truth included)."""
+    from reinforcens.data.formats import read_log
+    from reinforcens.data.prepared import load_prepared, prepare, save_prepared
+
+    log = read_log(tiny_sim / "log.parquet", "table")
+    data = prepare(log, min_sessions=4, list_length=40, seed=0)
+    out = tmp_path_factory.mktemp("prep") / "tiny"
+    save_prepared(data, out, extra_files={"ground_truth.npz": tiny_sim / "ground_truth.npz"})
+    return load_prepared(out)
