@@ -1,0 +1,112 @@
+"""End-to-end training on the simulator's ``tiny`` preset (smoke tests, not quality claims)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from reinforcens.config import TrainConfig
+from reinforcens.errors import ConfigError
+from reinforcens.samplers import SAMPLERS
+from reinforcens.train import Trainer, load_run
+
+FAST = dict(epochs=2, pretrain_epochs=2, batch_size=512, record_negatives=50)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_every_sampler_trains_end_to_end(name, tiny_prepared, tmp_path):
+    cfg = TrainConfig.build(sampler=name, **FAST)
+    metrics = Trainer(tiny_prepared, cfg, tmp_path / "run", progress=False).fit()
+    for key in ("valid.auc", "valid.ndcg", "test.auc", "test.ndcg", "test.recall@20", "test.true_auc"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["epochs"] == 2 and 0 <= metrics["best_epoch"] <= 2
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["test.auc"] == pytest.approx(metrics["test.auc"])
+    ckpt = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert set(ckpt["recommender"]) == {"user.weight", "item.weight", "h"}
+    assert TrainConfig.model_validate_json(ckpt["config"]).sampler == name
+    lines = (tmp_path / "run" / "epochs.jsonl").read_text().splitlines()
+    assert all(math.isfinite(json.loads(x).get("loss", 0.0)) for x in lines)
+    learned = SAMPLERS[name].default_init == "pretrained"
+    assert (tmp_path / "run" / "pretrain" / "done.json").is_file() == learned
+
+
+def test_training_learns_on_tiny(tiny_prepared):
+    cfg = TrainConfig.build(sampler="uniform", epochs=15, lr=0.01, batch_size=256)
+    tr = Trainer(tiny_prepared, cfg, None, progress=False)
+    metrics = tr.fit()
+    assert metrics["valid.auc"] > 0.6  # an untrained GMF scores about 0.5
+    losses = [h["loss"] for h in tr.history if "loss" in h]
+    assert losses[-1] < losses[0]
+
+
+def test_same_seed_same_run_and_other_seed_differs(tiny_prepared):
+    runs = [
+        Trainer(tiny_prepared, TrainConfig.build(sampler="rns", seed=s, **FAST), None, progress=False).fit()
+        for s in (3, 3, 4)
+    ]
+    assert runs[0]["test.auc"] == runs[1]["test.auc"]
+    assert runs[0]["test.auc"] != runs[2]["test.auc"]
+
+
+def test_interrupted_run_resumes_to_the_same_result(tiny_prepared, tmp_path, monkeypatch):
+    cfg = TrainConfig.build(sampler="rns", epochs=4, pretrain_epochs=2, batch_size=512, patience=10)
+    full = Trainer(tiny_prepared, cfg, tmp_path / "full", progress=False).fit()
+
+    calls = {"n": 0}
+    original = Trainer.train_epoch
+
+    def crash(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # 2 pretraining epochs, then epochs 1-2 of the main stage
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_epoch", crash)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_prepared, cfg, tmp_path / "cut", progress=False).fit()
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    with pytest.raises(ConfigError, match="--resume"):
+        Trainer(tiny_prepared, cfg, tmp_path / "cut", progress=False).fit()
+    resumed = Trainer(tiny_prepared, cfg, tmp_path / "cut", progress=False, resume=True).fit()
+    for key in ("test.auc", "test.ndcg", "valid.auc", "best_epoch", "epochs"):
+        assert resumed[key] == full[key], key
+    a = torch.load(tmp_path / "full" / "best.pt", weights_only=True)["recommender"]["item.weight"]
+    b = torch.load(tmp_path / "cut" / "best.pt", weights_only=True)["recommender"]["item.weight"]
+    assert torch.equal(a, b)
+    with pytest.raises(ConfigError, match="finished run"):
+        Trainer(tiny_prepared, cfg, tmp_path / "full", progress=False).fit()
+
+
+def test_reuse_a_pretrained_checkpoint(tiny_prepared, tmp_path):
+    Trainer(tiny_prepared, TrainConfig.build(sampler="uniform", **FAST), tmp_path / "u", progress=False).fit()
+    cfg = TrainConfig.build(sampler="dns", init="pretrained", pretrained=str(tmp_path / "u" / "best.pt"), **FAST)
+    Trainer(tiny_prepared, cfg, tmp_path / "d", progress=False).fit()
+    assert not (tmp_path / "d" / "pretrain").exists()
+    _, model, st = load_run(tmp_path / "d")
+    assert model.item.weight.shape[0] == tiny_prepared.n_items
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="'lrr'"):
+        TrainConfig.build(lrr=0.1)
+    with pytest.raises(ConfigError, match="'batch_size'"):
+        TrainConfig.build(batch_size=0)
+    with pytest.raises(ConfigError, match="unknown sampler 'nope'"):
+        TrainConfig.build(sampler="nope")
+    with pytest.raises(ConfigError, match="option 'alphaa'"):
+        TrainConfig.build(sampler="rns", sampler_options={"alphaa": 1})
+    with pytest.raises(ConfigError, match="'beta'"):
+        TrainConfig.build(sampler="rns", sampler_options={"beta": 2})
+    assert TrainConfig.build(sampler="rns-as").sampler == "kbgan"
+    with pytest.raises(ConfigError, match="CUDA"):
+        if torch.cuda.is_available():
+            raise ConfigError("CUDA present: nothing to check")
+        TrainConfig.build(device="cuda")  # validated lazily by the trainer
+        from reinforcens.train import resolve_device
+
+        resolve_device("cuda")
