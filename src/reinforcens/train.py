@@ -231,6 +231,8 @@ class Trainer:
             for g, s in zip(gens, st["generators"], strict=True):
                 g.set_state(s.cpu() if g.device.type == "cpu" else s)
             start_epoch = int(st["epoch"]) + 1
+            if st.get("stopped", False):  # the stage had finished: nothing left to train
+                start_epoch = max_epochs + 1
             best_epoch, bad, seconds = int(st["best_epoch"]), int(st["bad"]), float(st["seconds"])
             best_valid = {k: float(v) for k, v in st["best_valid"].items()}
             best_state = load_checkpoint(stage_dir / "best.pt", self.device)
@@ -297,6 +299,7 @@ class Trainer:
                     best_state if improved else None,
                     history,
                     records,
+                    stopped=bool(stop) or epoch == max_epochs,
                 )
             if self.progress:
                 msg = f"{name} epoch {epoch}: loss {stats['loss']:.4f}"
@@ -338,6 +341,7 @@ class Trainer:
         new_best,
         history,
         records,
+        stopped: bool = False,
     ) -> None:
         if new_best is not None:
             save_checkpoint(stage_dir / "best.pt", new_best)
@@ -360,6 +364,7 @@ class Trainer:
                 "bad": bad,
                 "seconds": seconds,
                 "best_valid": best_valid,
+                "stopped": stopped,
             },
         )
 
@@ -402,6 +407,8 @@ class Trainer:
         """Train, select the best validation state, evaluate it; returns the metrics dict."""
         cfg = self.config
         self._prepare_out()
+        if self.out is not None and self.resume and (self.out / "metrics.json").is_file():
+            return json.loads((self.out / "metrics.json").read_text())
         t_start = time.perf_counter()
         gens = _generators(cfg.seed, self.device, 3)
         model = self._new_model(gens[0])

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from reinforcens import __version__
 from reinforcens.errors import ReinforcensError
 
-COMMANDS = ("simulate", "prepare", "stats", "train", "evaluate", "datasets")
+COMMANDS = ("simulate", "prepare", "stats", "train", "evaluate", "demo", "datasets")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -66,13 +66,14 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"format {fmt!r} has no option {', '.join(unknown)} (its options: {known or 'none'})"
             )
+    list_length = parse_list_length(args.list_length)
     source = Path(args.input)
     log = read_log(source, fmt, **options)
     print(f"read {len(log):,} rows: {log.n_users:,} users, {log.n_items:,} items from {source}")
     data = prepare(
         log,
         min_sessions=args.min_sessions,
-        list_length=parse_list_length(args.list_length),
+        list_length=list_length,
         seed=args.seed,
     )
     extra = {}
