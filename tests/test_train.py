@@ -23,6 +23,7 @@ def test_every_sampler_trains_end_to_end(name, tiny_prepared, tmp_path):
     for key in ("valid.auc", "valid.ndcg", "test.auc", "test.ndcg", "test.recall@20", "test.true_auc"):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert metrics["epochs"] == 2 and 0 <= metrics["best_epoch"] <= 2
+    assert 0.0 <= metrics["negatives.false_negative_rate"] <= 1.0
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["test.auc"] == pytest.approx(metrics["test.auc"])
     ckpt = torch.load(tmp_path / "run" / "best.pt", weights_only=True)

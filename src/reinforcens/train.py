@@ -75,6 +75,7 @@ class StageResult:
     epochs: int
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    last_negatives: np.ndarray | None = None
 
 
 class Trainer:
@@ -311,7 +312,9 @@ class Trainer:
         if best_state is None:  # no evaluation happened (epochs=0)
             v = self.validate(rank_model)
             best_valid, best_state = v, self._state(model, sampler, epoch, v)
-        return StageResult(best_state, best_epoch, best_valid, epoch, seconds, history)
+        res = StageResult(best_state, best_epoch, best_valid, epoch, seconds, history)
+        res.last_negatives = records.get(epoch)
+        return res
 
     def _state(
         self, model: GMF, sampler: NegativeSampler, epoch: int, valid: dict
@@ -453,6 +456,12 @@ class Trainer:
         for split, vals in results.items():
             for k, v in vals.items():
                 metrics[f"{split}.{k}"] = v
+        if res.last_negatives is not None and self.data.ground_truth_path is not None:
+            from reinforcens.quality import negative_quality
+
+            users, items = res.last_negatives
+            for k, v in negative_quality(self.data, users, items).items():
+                metrics[f"negatives.{k}"] = v
         self.model, self.sampler, self.history = model, sampler, res.history
         if self.out is not None:
             save_checkpoint(self.out / "best.pt", res.best_state)
