@@ -212,7 +212,7 @@ def test_mind_single_file_and_no_history():
     ("bad", "match"),
     [
         ("9\tU9\t11/20/2019 9:00:00 AM\t\tN1 N2\n", "not NEWS-0 or NEWS-1.*test split"),
-        ("9\tU9\t11/20/2019 9:00:00 AM\t\tN1-2\n", "label must be 0 or 1"),
+        ("9\tU9\t11/20/2019 9:00:00 AM\t\tN1-2\n", "'N1-2' is not NEWS-0 or NEWS-1"),
         ("9\tU9\t2019-11-20 09:00\t\tN1-1\n", "time is not a date-time"),
         ("9\tU9\t11/20/2019 9:00:00 AM\tN1-1\n", "expected 5 fields"),
         ("9\tU9\t11/20/2019 9:00:00 AM\t\t\n", "empty impression list"),

@@ -3,9 +3,10 @@
 :data:`DATASETS` lists each dataset with its official address, license, size and the reader format
 that reads it. :func:`download` fetches the files of one dataset with a progress bar, resumes a broken
 transfer from its ``*.part`` file with an HTTP ``Range`` request, verifies the SHA-256 checksum where
-one is known (and records the computed one where not), unpacks ``.zip``/``.tar.gz`` archives and writes
-a marker file naming the verified copy. A directory with such a marker is never overwritten unless
-``force=True``.
+one is known (and records the computed one where not), unpacks ``.zip``/``.tar.gz`` archives (an
+archive without a single top-level folder goes to a folder named after it, so that MIND's train and
+dev archives do not overwrite each other) and writes a marker file naming the verified copy. A
+directory with such a marker is never overwritten unless ``force=True``.
 
 Some datasets cannot be fetched without registering on their site: their entries carry ``manual``
 instructions instead of files.
@@ -318,7 +319,8 @@ def download(
     directory
         The parent folder; the dataset goes to ``directory/NAME`` (see :func:`data_dir`).
     force
-        Download again even if a verified copy is there (it is removed first).
+        Download again even if a verified copy is there (its marker, archives and partial files
+        are removed first; unpacked files are overwritten).
     base_url
         Replaces the folder part of every file's address (default: ``$REINFORCENS_DATASETS_URL``,
         else the official addresses).
@@ -362,6 +364,9 @@ def download(
         return target
     if force and target.exists():
         (target / MARKER).unlink(missing_ok=True)
+        for remote in info.files:  # fetch afresh, not from an earlier archive or partial file
+            (target / remote.filename).unlink(missing_ok=True)
+            (target / (remote.filename + ".part")).unlink(missing_ok=True)
     target.mkdir(parents=True, exist_ok=True)
     base = base_url if base_url is not None else os.environ.get(ENV_BASE_URL) or None
     records = []
@@ -513,28 +518,48 @@ def _is_archive(path: Path) -> bool:
     return name.endswith((".zip", ".tar.gz", ".tgz", ".tar"))
 
 
-def _unpack(archive: Path, target: Path) -> None:
-    """Unpack into ``target``, refusing members that would land outside it."""
+def _stem(name: str) -> str:
+    for suffix in (".tar.gz", ".tgz", ".zip", ".tar"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _top_folder(names: list[str]) -> bool:
+    """Whether every member lies in one top-level folder (macOS debris aside)."""
+    tops = {n.strip("/").split("/", 1)[0] for n in names if n.strip("/")} - {"__MACOSX"}
+    nested = any("/" in n.strip("/") for n in names)
+    return len(tops) == 1 and nested
+
+
+def _unpack(archive: Path, target: Path) -> Path:
+    """Unpack into ``target`` (into ``target/STEM`` unless the archive has one top-level folder),
+    refusing members that would land outside it. Returns the folder unpacked into."""
     root = target.resolve()
     try:
         if archive.name.lower().endswith(".zip"):
             with zipfile.ZipFile(archive) as zf:
-                for member in zf.namelist():
-                    if not (root / member).resolve().is_relative_to(root):
+                names = zf.namelist()
+                dest = target if _top_folder(names) else target / _stem(archive.name)
+                for member in names:
+                    if not (dest.resolve() / member).resolve().is_relative_to(root):
                         raise DownloadError(f"{archive.name}: unsafe path {member!r} in archive")
-                zf.extractall(target)
+                zf.extractall(dest)
         else:
             with tarfile.open(archive) as tf:
+                members = tf.getmembers()
+                dest = target if _top_folder([m.name for m in members]) else target / _stem(archive.name)
                 if hasattr(tarfile, "data_filter"):
-                    tf.extractall(target, filter="data")
+                    tf.extractall(dest, filter="data")
                 else:  # Python < 3.11.4: check the members by hand
-                    for member in tf.getmembers():
-                        inside = (root / member.name).resolve().is_relative_to(root)
+                    for member in members:
+                        inside = (dest.resolve() / member.name).resolve().is_relative_to(root)
                         if not inside or member.issym() or member.islnk() or member.isdev():
                             raise DownloadError(f"{archive.name}: unsafe member {member.name!r}")
-                    tf.extractall(target)
+                    tf.extractall(dest)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:  # incl. FilterError
         raise DownloadError(f"{archive.name}: cannot unpack ({exc})") from None
+    return dest
 
 
 __all__ = [

@@ -204,23 +204,24 @@ PRESETS: dict[str, SimulationConfig] = {
     # The README demo: 2k users and items, 20-40 items a session, about 150k clicks.
     "small": SimulationConfig(),
     # Zhihu-like: after a 6-session filter close to the paper's Table 1 (16k users, 46k items,
-    # 3.3M clicks, 6.7M unclicked exposures): long sessions (~75 items), a third of them clicked.
+    # 3.3M clicks, 6.7M unclicked exposures): long sessions (40-112 items), a third clicked.
     "zhihu": SimulationConfig(
         n_users=24_000,
-        n_items=47_000,
+        n_items=46_000,
         dim=32,
         sessions_median=6.5,
         sessions_sigma=0.4,
         max_sessions=40,
         slate_size_min=40,
         slate_size_max=112,
-        candidate_pool=1000,
+        candidate_pool=2000,
+        logger_temperature=1.5,
         exploration_rate=0.02,
-        click_intercept=-4.8,
+        click_intercept=-4.6,
         mean_session_gap=2 * 86_400.0,
     ),
     # Beibei-like: after a 4-session filter close to the paper's Table 1 (66k users, 59k items,
-    # 1.6M training clicks, 30M exposures): ~40 items a session, a few percent clicked.
+    # 1.6M training clicks, 30M exposures): 32-46 items a session, about 6% clicked.
     "beibei": SimulationConfig(
         n_users=69_000,
         n_items=59_300,
@@ -230,8 +231,9 @@ PRESETS: dict[str, SimulationConfig] = {
         max_sessions=60,
         slate_size_min=32,
         slate_size_max=46,
-        candidate_pool=400,
-        click_intercept=-9.2,
+        candidate_pool=3000,
+        logger_temperature=2.0,
+        click_intercept=-8.6,
         position_decay=0.2,
     ),
 }

@@ -28,8 +28,6 @@ from reinforcens.errors import DataError
 
 #: Integers that fit comfortably in int64 (at most 18 digits).
 _INT_RE = r"^[+-]?[0-9]{1,18}$"
-#: Ids that can be stored as integers without losing information (no sign, no leading zeros).
-_CANONICAL_INT_RE = r"^(0|-?[1-9][0-9]{0,17})$"
 _FLOAT_RE = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 _SKIP_DIRS = {"__MACOSX"}
 DAY = 86_400
@@ -376,11 +374,15 @@ def to_int(values: pa.Array, what: str, path: Path, lines: np.ndarray) -> np.nda
         return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.int64)
     values = as_text(values, what, path)
     out = None
-    if not values.null_count:
-        try:  # the fast path; the slow one below finds the culprit
+    if not values.null_count and len(values):
+        # the fast path, for plain integers; the slow one below names the culprit
+        digits = pc.utf8_ltrim(values, characters="+-")
+        plain = pc.and_(
+            pc.ascii_is_decimal(digits),
+            pc.less_equal(pc.subtract(pc.utf8_length(values), pc.utf8_length(digits)), 1),
+        )
+        if pc.all(plain).as_py() and pc.max(pc.utf8_length(digits)).as_py() <= 18:
             out = np.asarray(pc.cast(values, pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            out = None
     if out is None:
         ok = pc.fill_null(pc.match_substring_regex(values, _INT_RE), False)
         fail_if(
@@ -401,17 +403,22 @@ def to_float(values: pa.Array, what: str, path: Path, lines: np.ndarray) -> np.n
         out = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
     else:
         values = as_text(values, what, path)
-        ok = pc.fill_null(pc.match_substring_regex(values, _FLOAT_RE), False)
-        fail_if(
-            pc.invert(ok),
-            lines,
-            path,
-            lambda i: f"{what} is not a number: {_shown(values[i].as_py())}",
-        )
-        try:
+        try:  # the fast path; the regex below names the culprit
+            if values.null_count:
+                raise pa.ArrowInvalid("nulls")
             out = np.asarray(pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False))
-        except pa.ArrowInvalid:
-            raise DataError(f"{what} is not a number", path) from None
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            ok = pc.fill_null(pc.match_substring_regex(values, _FLOAT_RE), False)
+            fail_if(
+                pc.invert(ok),
+                lines,
+                path,
+                lambda i: f"{what} is not a number: {_shown(values[i].as_py())}",
+            )
+            try:
+                out = np.asarray(pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False))
+            except pa.ArrowInvalid:
+                raise DataError(f"{what} is not a number", path) from None
     fail_if(~np.isfinite(out), lines, path, f"{what} is not a finite number")
     return out
 
@@ -513,20 +520,13 @@ def ids(values: pa.Array | np.ndarray, what: str, path: Path, lines: np.ndarray)
 
 
 def _canonical_ints(values: pa.Array) -> np.ndarray | None:
-    """The ids as int64 if every one is a canonical integer (no sign, no leading zero), else None."""
-    if not len(values):
+    """The ids as int64 if every one is a plain non-negative integer without leading zeros."""
+    if not len(values) or not pc.all(pc.ascii_is_decimal(values)).as_py():
         return None
-    try:
-        out = np.asarray(pc.cast(values, pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    leading_zero = pc.and_(pc.starts_with(values, "0"), pc.not_equal(values, "0"))
+    if pc.any(leading_zero).as_py() or pc.max(pc.utf8_length(values)).as_py() > 18:
         return None
-    odd = pc.or_(
-        pc.or_(pc.starts_with(values, "+"), pc.starts_with(values, "-0")),
-        pc.and_(pc.starts_with(values, "0"), pc.not_equal(values, "0")),
-    )
-    if pc.any(odd).as_py() or (np.abs(out) >= 10**18).any():
-        return None
-    return out
+    return np.asarray(pc.cast(values, pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 def _int_categorical(arr: np.ndarray) -> pd.Categorical:
@@ -714,6 +714,22 @@ def number_sessions(
     return out
 
 
+def repeated_pairs(a: np.ndarray, b: np.ndarray, among: np.ndarray) -> np.ndarray:
+    """Rows in ``among`` whose non-negative code pair ``(a, b)`` repeats an earlier such row."""
+    idx = np.flatnonzero(among)
+    out = np.zeros(len(among), dtype=bool)
+    if idx.size < 2:
+        return out
+    a_i, b_i = a[idx].astype(np.int64), b[idx].astype(np.int64)
+    width = int(b_i.max()) + 1
+    if (int(a_i.max()) + 1) * width < 2**62:
+        dup = pd.Series(a_i * width + b_i).duplicated().to_numpy()
+    else:  # pragma: no cover - needs billions of ids
+        dup = pd.DataFrame({"a": a_i, "b": b_i}).duplicated().to_numpy()
+    out[idx[dup]] = True
+    return out
+
+
 def drop_exposures_of_clicks(table: pd.DataFrame) -> pd.DataFrame:
     """Within each session, drop unclicked rows of an item the user clicked in that session."""
     clicked = table.loc[table["clicked"], ["user", "item", "session"]].drop_duplicates()
@@ -774,6 +790,7 @@ __all__ = [
     "read_header",
     "read_lines",
     "read_parquet",
+    "repeated_pairs",
     "require_rows",
     "split_list",
     "take",

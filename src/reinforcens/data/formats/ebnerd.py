@@ -146,7 +146,7 @@ def read_ebnerd(
         else:
             ts[n_b:] = np.where(undated, start - 1, ts[n_b:])
             key[n_b:] = c.day_keys(ts[n_b:], utc_offset_hours)
-        keep &= ~_repeated_history(ucode, np.asarray(item.codes), kind, keep)
+        keep &= ~c.repeated_pairs(ucode, np.asarray(item.codes), keep & (kind == 1))
     user, item, ucode = user[keep], item[keep], ucode[keep]
     ts, clicked, key, kind, line = ts[keep], clicked[keep], key[keep], kind[keep], line[keep]
     sessions = c.number_sessions(ucode, key, ts, kind=kind)
@@ -156,12 +156,3 @@ def read_ebnerd(
 
 def _is_list(t: pa.DataType) -> bool:
     return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
-
-
-def _repeated_history(ucode: np.ndarray, icode: np.ndarray, kind: np.ndarray, keep: np.ndarray):
-    """History rows (kind 1) that repeat an earlier kept history row of the same (user, item)."""
-    idx = np.flatnonzero(keep & (kind == 1))
-    dup = pd.DataFrame({"u": ucode[idx], "i": icode[idx]}).duplicated().to_numpy()
-    out = np.zeros(len(keep), dtype=bool)
-    out[idx[dup]] = True
-    return out

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from reinforcens.data.formats import _common as c
@@ -80,28 +79,21 @@ def read_mind(path: Path, history: str = "session") -> pd.DataFrame:
         ts = c.parse_datetimes(cols["time"], TIME_FORMAT, "time", file, lines)
 
         tokens, parent = c.explode(c.split_list(cols["impressions"], None))
-        parts = pc.extract_regex(tokens, r"^(?P<item>.+)-(?P<label>[0-9]+)$")
-        ok = np.asarray(pc.is_valid(parts).to_numpy(False), dtype=bool)
-        if ok.size and not ok.all():
-            i = int(np.flatnonzero(~ok)[0])
+        clicked = pc.ends_with(tokens, "-1")
+        ok = pc.and_(pc.or_(clicked, pc.ends_with(tokens, "-0")), pc.greater(pc.utf8_length(tokens), 2))
+        bad = c.first_bad(pc.invert(ok))
+        if bad is not None:
             raise DataError(
-                f"impression {tokens[i].as_py()!r} is not NEWS-0 or NEWS-1 "
+                f"impression {tokens[bad].as_py()!r} is not NEWS-0 or NEWS-1 "
                 f"(the MIND test split has no labels; use the train and dev splits)",
                 file,
-                int(lines[parent[i]]),
+                int(lines[parent[bad]]),
             )
-        label = pc.struct_field(parts, "label")
-        c.fail_if(
-            pc.invert(pc.is_in(label, pa.array(["0", "1"], pa.large_string()))),
-            lines[parent],
-            file,
-            lambda i, tokens=tokens: f"impression label must be 0 or 1, found {tokens[i].as_py()!r}",
-        )
         empty = np.bincount(parent, minlength=len(lines)) == 0
         c.fail_if(empty, lines, file, "empty impression list")
         imp_users.append(c.take(user, parent))
-        imp_items.append(pc.struct_field(parts, "item"))
-        imp_clicked.append(np.asarray(pc.equal(label, "1").to_numpy(False), dtype=bool))
+        imp_items.append(pc.utf8_slice_codeunits(tokens, 0, -2))
+        imp_clicked.append(np.asarray(clicked.to_numpy(False), dtype=bool))
         imp_rows.append(parent + rows)
         imp_lines.append(lines[parent])
 
@@ -146,8 +138,7 @@ def read_mind(path: Path, history: str = "session") -> pd.DataFrame:
         )
         key[is_hist] = -1
         # one history row per (user, item)
-        dup = pd.DataFrame({"u": ucode, "i": item.codes, "h": is_hist}).duplicated()
-        keep &= ~(dup.to_numpy() & is_hist)
+        keep &= ~c.repeated_pairs(ucode, np.asarray(item.codes), is_hist)
         user, item = user[keep], item[keep]
         ucode, key, timestamp = ucode[keep], key[keep], timestamp[keep]
         clicked, row_lines = clicked[keep], row_lines[keep]
