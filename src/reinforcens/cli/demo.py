@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     s = data.stats()
     print(
         f"[3/5] {s['users']:,} users, {s['items']:,} items, train {s['train']:,} / valid {s['valid']:,} / "
-        f"test {s['test']:,} clicks, {s['exposures']:,} training exposures"
+        f"test {s['test']:,} clicks, {s['exposures']:,} exposures"
     )
     rows = {"ItemPop": evaluate(ItemPop.fit(data), data)["test"]}
     extra = {} if args.epochs is None else {"epochs": args.epochs, "pretrain_epochs": args.epochs}

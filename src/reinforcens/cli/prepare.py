@@ -21,9 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "fixed-length evaluation lists. Writes a prepared dataset directory.",
     )
     p.add_argument("--input", required=True, help="the log file or dataset folder")
-    p.add_argument(
-        "--format", default="table", help=f"input format: {', '.join(available_formats())}"
-    )
+    p.add_argument("--format", default="table", help=f"input format: {', '.join(available_formats())}")
     p.add_argument("--out", required=True, help="prepared dataset directory to write")
     p.add_argument("--min-sessions", type=int, default=4, help="session filter (default 4)")
     p.add_argument(
@@ -92,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     s = data.stats()
     print(
         f"wrote {out}: {s['users']:,} users, {s['items']:,} items, train {s['train']:,}, "
-        f"valid {s['valid']:,}, test {s['test']:,} clicks, {s['exposures']:,} exposures"
+        f"valid {s['valid']:,}, test {s['test']:,} clicks, {s['exposures']:,} exposures "
+        f"({s['train_exposure_pairs']:,} training pairs)"
         + (" (+ ground truth)" if extra else "")
     )
     return 0

@@ -21,8 +21,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(s | {"report": data.meta["report"], "options": data.meta["options"]})
         return 0
-    head = ["User#", "Item#", "Train#", "Val.#", "Test#", "Exposure#"]
-    vals = [s["users"], s["items"], s["train"], s["valid"], s["test"], s["exposures"]]
+    head = ["User#", "Item#", "Train#", "Val.#", "Test#", "Exposure#", "TrainExposurePairs#"]
+    vals = [
+        s["users"],
+        s["items"],
+        s["train"],
+        s["valid"],
+        s["test"],
+        s["exposures"],
+        s.get("train_exposure_pairs", 0),
+    ]
     cells = [f"{v:,}" for v in vals]
     widths = [max(len(h), len(c)) for h, c in zip(head, cells, strict=True)]
     print("  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))

@@ -73,7 +73,13 @@ class PreparedDataset:
     path: Path | None = field(default=None)
 
     def stats(self) -> dict[str, int]:
-        """The paper's Table-1 row: users, items, train/valid/test clicks, training exposures."""
+        """The paper's Table-1 row and one more count.
+
+        ``users``, ``items``; ``train``, ``valid``, ``test``: clicks in each split; ``exposures``: unclicked
+        exposures (one per user, item and session) kept after preprocessing, in all splits, as the
+        paper's Exposure# column; ``train_exposure_pairs``: the distinct (user, item) pairs of training
+        exposures that exposure-aware samplers draw from.
+        """
         return dict(self.meta["stats"])
 
     def item_popularity(self) -> np.ndarray:
@@ -142,7 +148,8 @@ def prepare(
         "train": split.train_clicks.nnz,
         "valid": split.valid_clicks,
         "test": split.test_clicks,
-        "exposures": split.train_exposures.nnz,
+        "exposures": int((~events.clicked).sum()),
+        "train_exposure_pairs": split.train_exposures.nnz,
     }
     meta = {
         "format_version": FORMAT_VERSION,
@@ -190,9 +197,7 @@ def save_prepared(
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not force or not is_prepared_dir(out):
-            raise DataError(
-                "exists and is not empty (use --force to replace a prepared dataset)", out
-            )
+            raise DataError("exists and is not empty (use --force to replace a prepared dataset)", out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
