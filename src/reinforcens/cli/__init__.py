@@ -19,7 +19,22 @@ from collections.abc import Sequence
 from reinforcens import __version__
 from reinforcens.errors import ReinforcensError
 
-COMMANDS = ("simulate", "prepare", "stats", "train", "evaluate", "demo", "datasets")
+COMMANDS = (
+    "simulate",
+    "prepare",
+    "stats",
+    "train",
+    "evaluate",
+    "demo",
+    "datasets",
+    "bench",
+    "compare",
+    "tune",
+    "ablation",
+    "sweep",
+    "analyze",
+    "diagnose",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,60 @@
+"""``reinforcens tune``: the paper's grid, searched on validation AUC with equal trials per method."""
+
+from __future__ import annotations
+
+import argparse
+
+from reinforcens.cli.compare import add_tune_arguments
+from reinforcens.cli.train import add_training_arguments, training_values
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from reinforcens.experiments.compare import PAPER_METHODS
+
+    p = sub.add_parser(
+        "tune",
+        help="search hyper-parameters on validation AUC, the same number of trials per method",
+        description="Draw --trials settings per method from the paper's grid (L2 1e-6..1e-2, learning "
+        "rate 1e-4..1e-1, N_s 10..150 for learned samplers, alpha and beta for RNS, beta for RNS-ES), "
+        "train each, and keep the one with the best validation AUC (test data is never looked at). "
+        "Writes tuned.json (for `compare --tuned`), trials.csv and tuned.md.",
+    )
+    p.add_argument("--data", required=True, help="prepared dataset directory")
+    p.add_argument("--out", required=True, help="tune directory (trial runs are cached in it)")
+    p.add_argument(
+        "--methods",
+        default=",".join(m for m in PAPER_METHODS if m != "itempop"),
+        help="comma-separated methods to tune",
+    )
+    add_tune_arguments(p)
+    p.add_argument("--seed", type=int, default=0, help="seed of the trial choice and of every trial")
+    p.add_argument("--jobs", type=int, default=None, help="parallel runs (default: the CPU count)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_training_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from reinforcens.experiments.tune import format_tuned, parse_grid_overrides, tune
+
+    base = training_values(args, None)
+    if base.get("sampler_options"):
+        from reinforcens.errors import ConfigError
+
+        raise ConfigError("tune searches the sampler options itself; give grid values with --grid")
+    tuned = tune(
+        args.data,
+        args.methods,
+        args.out,
+        trials=args.trials,
+        seed=args.seed,
+        base=base,
+        grid=parse_grid_overrides(args.grid),
+        jobs=args.jobs,
+        progress=not args.quiet,
+    )
+    print(format_tuned(tuned), end="")
+    print(f"wrote {Path(args.out) / 'tuned.json'}, trials.csv, tuned.md")
+    return 0

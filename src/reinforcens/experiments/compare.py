@@ -1,0 +1,313 @@
+"""Every method on the same data and seeds: the paper's Table 2 with paired t-tests.
+
+:func:`compare` plans one run per (method, seed) (:mod:`reinforcens.experiments.runner`), runs what is
+not cached, and writes to the experiment directory:
+
+``table.md``
+    Mean ± sample std over seeds of the test list AUC and NDCG, the paired t-test p-value of each
+    method against the reference on AUC and on NDCG, and the full-ranking Recall@k/NDCG@k (and the
+    simulator's true AUC when the data has a ground truth).
+``results.csv``
+    One row per method and seed.
+``summary.json``
+    ``{"reference": NAME, "seeds": [...], "methods": {NAME: {"label", "n", "test_auc_mean",
+    "test_auc_std", "test_ndcg_mean", "test_ndcg_std", "p_auc", "p_ndcg", ...}}}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from reinforcens.errors import ConfigError
+from reinforcens.experiments import report
+from reinforcens.experiments.runner import (
+    ITEMPOP,
+    LABELS,
+    Method,
+    check_options_used,
+    default_jobs,
+    plan,
+    run_specs,
+)
+from reinforcens.experiments.stats import mean_std, paired_pvalue
+
+#: the methods of the paper's Table 2, in its order
+PAPER_METHODS = ("itempop", "uniform", "dns", "kbgan", "irgan", "exposure", "ebpr", "rns")
+
+
+def canonical_method(name: str) -> str:
+    """The registry name of a method (``itempop`` or a sampler name or alias)."""
+    from reinforcens.samplers import canonical_name
+
+    key = name.strip().lower()
+    if key in (ITEMPOP, "pop", "item-pop"):
+        return ITEMPOP
+    return canonical_name(key)
+
+
+def parse_methods(text: str | Sequence[str]) -> list[str]:
+    """Comma-separated method names to canonical names, in order, without duplicates."""
+    names = text.split(",") if isinstance(text, str) else list(text)
+    out: list[str] = []
+    for n in names:
+        if not n.strip():
+            continue
+        key = canonical_method(n)
+        if key not in out:
+            out.append(key)
+    if not out:
+        raise ConfigError("--methods names no method")
+    return out
+
+
+def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
+    """``10`` means seeds 0..9; ``3,7,11`` means those seeds."""
+    if isinstance(text, int):
+        n = text
+    elif not isinstance(text, str):
+        return [int(s) for s in text]
+    elif "," in text:
+        try:
+            return [int(s) for s in text.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds: expected a count or a comma-separated list, got {text!r}") from None
+    else:
+        try:
+            n = int(text)
+        except ValueError:
+            raise ConfigError(f"--seeds: expected a count or a comma-separated list, got {text!r}") from None
+    if n < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {n}")
+    return list(range(n))
+
+
+def tuned_overrides(tuned: dict[str, Any] | None, method: str) -> dict[str, Any]:
+    """A method's best training values from a tune result (``{}`` if the method was not tuned)."""
+    if not tuned:
+        return {}
+    best = tuned.get("methods", {}).get(method)
+    return dict(best["values"]) if best else {}
+
+
+#: metrics read from each run's ``metrics.json``, as CSV column -> metrics key (``{k}`` = full_k)
+METRIC_COLUMNS = {
+    "test_auc": "test.auc",
+    "test_ndcg": "test.ndcg",
+    "test_recall@{k}": "test.recall@{k}",
+    "test_ndcg@{k}": "test.ndcg@{k}",
+    "test_true_auc": "test.true_auc",
+    "valid_auc": "valid.auc",
+    "valid_ndcg": "valid.ndcg",
+}
+
+
+@dataclass
+class ExperimentResult:
+    """What :func:`compare` (and the experiments built on it) return.
+
+    Attributes
+    ----------
+    rows : pandas.DataFrame
+        One row per method and seed.
+    summary : dict
+        The contents of ``summary.json``.
+    table : str
+        The Markdown table.
+    status : dict
+        ``{run_dir: "cached" | "resumed" | "trained"}`` of every run.
+    """
+
+    rows: pd.DataFrame
+    summary: dict[str, Any]
+    table: str
+    status: dict[str, str]
+
+
+def collect_rows(
+    specs, results: dict[str, dict[str, Any]], methods: Sequence[Method], k: int
+) -> pd.DataFrame:
+    """One row per (method, seed) with the metrics of its run."""
+    by_key = {m.key: m for m in methods}
+    rows = []
+    for s in specs:
+        if s.key not in by_key:
+            continue  # a pretraining run that is not itself a method
+        met = results[s.run_dir]["metrics"]
+        row: dict[str, Any] = {"method": s.key, "label": by_key[s.key].display, "seed": s.seed}
+        for col, name in METRIC_COLUMNS.items():
+            value = met.get(name.format(k=k))
+            row[col.format(k=k)] = float("nan") if value is None else float(value)
+        for extra in ("best_epoch", "epochs", "seconds"):
+            row[extra] = met.get(extra)
+        row["run_dir"] = s.run_dir
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if "test_true_auc" in frame and frame["test_true_auc"].isna().all():
+        frame = frame.drop(columns="test_true_auc")
+    return frame
+
+
+def summarize(
+    rows: pd.DataFrame, methods: Sequence[Method], reference: str | None, seeds: Sequence[int]
+) -> dict[str, Any]:
+    """Per method: mean and std of every metric column, and p-values against the reference."""
+    metric_cols = [c for c in rows.columns if c.startswith(("test_", "valid_"))]
+    out: dict[str, Any] = {"reference": reference, "seeds": list(seeds), "methods": {}}
+    ref_rows = rows[rows["method"] == reference].set_index("seed") if reference else None
+    for m in methods:
+        mine = rows[rows["method"] == m.key].set_index("seed").sort_index()
+        entry: dict[str, Any] = {"label": m.display, "sampler": m.sampler, "n": int(len(mine))}
+        for col in metric_cols:
+            entry[f"{col}_mean"], entry[f"{col}_std"] = mean_std(mine[col].to_numpy())
+        for col, p_name in (("test_auc", "p_auc"), ("test_ndcg", "p_ndcg")):
+            if ref_rows is None or m.key == reference:
+                entry[p_name] = None
+                continue
+            common = mine.index.intersection(ref_rows.index)
+            entry[p_name] = paired_pvalue(mine.loc[common, col], ref_rows.loc[common, col])
+        out["methods"][m.key] = entry
+    return out
+
+
+def format_table(
+    summary: dict[str, Any], k: int, extra_cols: Sequence[tuple[str, Any]] = (), title: str = ""
+) -> str:
+    """The Markdown table of a summary (``extra_cols``: ``(header, fn(key, entry) -> str)`` after the
+    method name, e.g. Table 3's alpha and beta)."""
+    ref = summary["reference"]
+    ref_label = summary["methods"][ref]["label"] if ref in summary["methods"] else ref
+    has_truth = any("test_true_auc_mean" in e for e in summary["methods"].values())
+    headers = ["Method", *[h for h, _ in extra_cols], "AUC", "NDCG"]
+    if ref:
+        headers += [f"p (AUC) vs {ref_label}", f"p (NDCG) vs {ref_label}"]
+    headers += [f"Recall@{k}", f"NDCG@{k}"]
+    if has_truth:
+        headers.append("true AUC")
+    body = []
+    for key, e in summary["methods"].items():
+        row = [e["label"], *[fn(key, e) for _, fn in extra_cols]]
+        row += [fmt(e, "test_auc"), fmt(e, "test_ndcg")]
+        if ref:
+            row += ["-" if key == ref else report.fmt_p(e["p_auc"])]
+            row += ["-" if key == ref else report.fmt_p(e["p_ndcg"])]
+        row += [fmt(e, f"test_recall@{k}"), fmt(e, f"test_ndcg@{k}")]
+        if has_truth:
+            row.append(fmt(e, "test_true_auc"))
+        body.append(row)
+    seeds = summary["seeds"]
+    lines = [title] if title else []
+    lines += [
+        report.markdown_table(headers, body),
+        "",
+        f"Test metrics, mean ± sample std over {len(seeds)} seed(s) ({_seed_text(seeds)}). "
+        "AUC/NDCG: per-user over the fixed evaluation lists (the paper's protocol); "
+        f"Recall@{k}/NDCG@{k}: ranking all items, training and validation clicks excluded"
+        + ("; true AUC: expected AUC against the simulator's click probabilities" if has_truth else "")
+        + ".",
+    ]
+    if ref:
+        lines.append(
+            f"p: two-sided paired t-test (scipy.stats.ttest_rel) over seeds against {ref_label}; "
+            "n/a when undefined (fewer than 2 seeds, or identical values)."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def fmt(entry: dict[str, Any], col: str) -> str:
+    return report.fmt_mean_std(entry.get(f"{col}_mean"), entry.get(f"{col}_std"))
+
+
+def _seed_text(seeds: Sequence[int]) -> str:
+    seeds = list(seeds)
+    if seeds == list(range(len(seeds))) and len(seeds) > 2:
+        return f"0-{len(seeds) - 1}"
+    return ", ".join(map(str, seeds))
+
+
+def run_methods(
+    data: str | Path,
+    methods: Sequence[Method],
+    seeds: Sequence[int],
+    out: str | Path,
+    base: dict[str, Any] | None = None,
+    pretrain_values: dict[str, Any] | None = None,
+    jobs: int | None = None,
+    progress: bool = True,
+    desc: str = "runs",
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Plan and execute the runs of ``methods`` x ``seeds``; returns the rows and run statuses."""
+    base = dict(base or {})
+    check_options_used(methods, base.get("sampler_options") or {})
+    specs = plan(methods, seeds, base, out, pretrain_values=pretrain_values)
+    results = run_specs(specs, data, jobs=jobs or default_jobs(), progress=progress, desc=desc)
+    k = int(base.get("full_k", 20))
+    rows = collect_rows(specs, results, methods, k)
+    return rows, {d: r["status"] for d, r in results.items()}
+
+
+def compare(
+    data: str | Path,
+    methods: Sequence[str] = PAPER_METHODS,
+    seeds: Sequence[int] | int = 10,
+    out: str | Path = "compare",
+    reference: str | None = "rns",
+    base: dict[str, Any] | None = None,
+    tuned: dict[str, Any] | None = None,
+    jobs: int | None = None,
+    progress: bool = True,
+) -> ExperimentResult:
+    """Train every method on every seed (reusing cached runs) and write the Table-2 outputs.
+
+    Parameters
+    ----------
+    data
+        The prepared dataset directory.
+    methods
+        Method names (``itempop`` or sampler names/aliases).
+    seeds
+        A count (seeds 0..n-1) or the seeds.
+    out
+        The experiment directory.
+    reference
+        The method the others are tested against (default ``rns``; ``None`` for no tests). It is added
+        to the methods if missing.
+    base
+        Training values for every method (as from ``reinforcens train``'s flags), including
+        ``sampler_options`` that apply to the samplers having them.
+    tuned
+        A :func:`reinforcens.experiments.tune.tune` result: each tuned method's best values override
+        ``base``; the ``uniform`` entry also sets the shared pretraining run.
+    jobs
+        Parallel processes (default: the CPU count).
+    progress
+        Show the overall progress bar.
+
+    Returns
+    -------
+    ExperimentResult
+    """
+    names = parse_methods(methods)
+    if reference is not None:
+        reference = canonical_method(reference)
+        if reference not in names:
+            names.append(reference)
+    seeds = parse_seeds(seeds)
+    base = dict(base or {})
+    ms = [Method(n, n, values=tuned_overrides(tuned, n), label=LABELS.get(n, n)) for n in names]
+    pre = {**base, **tuned_overrides(tuned, "uniform")}
+    rows, status = run_methods(data, ms, seeds, out, base, pre, jobs, progress, desc="compare")
+    summary = summarize(rows, ms, reference, seeds)
+    summary["data"] = str(Path(data).resolve())
+    summary["tuned"] = sorted(n for n in names if tuned_overrides(tuned, n))
+    k = int(base.get("full_k", 20))
+    table = format_table(summary, k, title="")
+    out = Path(out)
+    report.write_text(out / "table.md", table)
+    report.write_csv(out / "results.csv", rows)
+    report.write_json(out / "summary.json", summary)
+    return ExperimentResult(rows, summary, table, status)
