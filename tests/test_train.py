@@ -85,7 +85,9 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_prepared, tmp_path, mon
 
 def test_reuse_a_pretrained_checkpoint(tiny_prepared, tmp_path):
     Trainer(tiny_prepared, TrainConfig.build(sampler="uniform", **FAST), tmp_path / "u", progress=False).fit()
-    cfg = TrainConfig.build(sampler="dns", init="pretrained", pretrained=str(tmp_path / "u" / "best.pt"), **FAST)
+    cfg = TrainConfig.build(
+        sampler="dns", init="pretrained", pretrained=str(tmp_path / "u" / "best.pt"), **FAST
+    )
     Trainer(tiny_prepared, cfg, tmp_path / "d", progress=False).fit()
     assert not (tmp_path / "d" / "pretrain").exists()
     _, model, st = load_run(tmp_path / "d")
@@ -111,3 +113,33 @@ def test_config_errors_name_the_key():
         from reinforcens.train import resolve_device
 
         resolve_device("cuda")
+
+
+def test_resume_when_no_epoch_beat_the_pretrained_state(tiny_prepared, tmp_path, monkeypatch):
+    # regression: the epoch-0 (pretrained) best state must be on disk before the first epoch ends
+    base = TrainConfig.build(sampler="uniform", epochs=2, batch_size=512)
+    Trainer(tiny_prepared, base, tmp_path / "u", progress=False).fit()
+    cfg = TrainConfig.build(
+        sampler="rns",
+        epochs=3,
+        batch_size=512,
+        lr=1e-12,
+        sampler_options={"sampler_lr": 1e-12},
+        init="pretrained",
+        pretrained=str(tmp_path / "u" / "best.pt"),
+    )
+    original = Trainer.train_epoch
+    calls = {"n": 0}
+
+    def crash(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_epoch", crash)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_prepared, cfg, tmp_path / "r", progress=False).fit()
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    metrics = Trainer(tiny_prepared, cfg, tmp_path / "r", progress=False, resume=True).fit()
+    assert metrics["best_epoch"] == 0 and metrics["epochs"] == 3

@@ -60,9 +60,7 @@ def _list_csr(lists: EvalLists, n_users: int, n_items: int, clicked_only: bool) 
     sel = lists.labels if clicked_only else lists.mask
     rows = np.broadcast_to(lists.users[:, None], lists.items.shape)[sel]
     cols = lists.items[sel]
-    return sp.csr_matrix(
-        (np.ones(rows.size, dtype=np.float32), (rows, cols)), shape=(n_users, n_items)
-    )
+    return sp.csr_matrix((np.ones(rows.size, dtype=np.float32), (rows, cols)), shape=(n_users, n_items))
 
 
 def evaluate_full_ranking(

@@ -1,14 +1,43 @@
-"""Optimizers for GMF models.
+"""Optimizers for GMF models: row-wise ("lazy") Adam for the embedding tables, Adam for ``h``.
 
-The embedding tables are updated with :class:`torch.optim.SparseAdam` (row-wise "lazy" Adam): only the
-rows looked up in a batch are touched, their first/second moments are updated only when the row is in a
-batch, and rows outside the batch keep their moments unchanged (dense Adam would decay every row's
-moments and still move rows with a zero gradient through momentum). The dense output vector ``h`` uses
-ordinary Adam. Both use the same learning rate and betas.
+How the row-wise update differs from dense Adam
+-----------------------------------------------
+Let ``t`` be the number of optimizer steps taken so far (one per minibatch, counting this one), ``g_r``
+the gradient of embedding row ``r`` in this minibatch (rows looked up several times in the batch have
+their gradients summed first), ``lr``, ``beta1``, ``beta2`` and ``eps`` the usual Adam settings.
+
+* **Only rows of the minibatch change.** For every row ``r`` in the batch::
+
+      m_r <- beta1 * m_r + (1 - beta1) * g_r
+      v_r <- beta2 * v_r + (1 - beta2) * g_r ** 2
+      w_r <- w_r - lr * sqrt(1 - beta2 ** t) / (1 - beta1 ** t) * m_r / (sqrt(v_r) + eps)
+
+  Rows outside the batch keep their weights *and* moments. Dense Adam would treat their gradient as
+  zero: decay ``m_r`` and ``v_r`` by ``beta1`` and ``beta2`` and keep moving ``w_r`` along its old
+  momentum ``m_r / sqrt(v_r)``, so a row that was last updated ``s`` steps ago has, under dense Adam,
+  moved ``s`` more times and forgotten ``beta1 ** s`` of its momentum.
+* **The bias correction uses the global step ``t``**, not the number of times the row was updated
+  (so a rarely seen row gets a smaller correction than it would if its own count were used).
+* **``eps`` is added to ``sqrt(v_r)`` before the bias correction of ``v``**, as in
+  :class:`torch.optim.SparseAdam`; dense :class:`torch.optim.Adam` adds ``eps`` to
+  ``sqrt(v_r / (1 - beta2 ** t))``. Equivalently, the row-wise update uses ``eps / sqrt(1 - beta2 **
+  t)`` in dense Adam's formula: a larger epsilon during the first few hundred steps, the same after.
+* L2 regularisation lives in the loss, on the rows of the batch (``0.5 * l2 * ||e||^2``), so it too
+  reaches a row only when the row is in a batch; there is no decoupled weight decay.
+
+Apart from floating-point summation order this is exactly :class:`torch.optim.SparseAdam`. ``h`` (a
+dense ``K``-vector, in every batch) uses dense Adam, and the step count ``t`` is shared.
+
+Implementation: the gradients of repeated rows are summed first (``torch.unique`` and ``index_add_`` on
+the CPU; on a GPU ``index_add_`` into a zeroed table-sized buffer, read back for every occurrence, so
+nothing waits for the device and repeated rows compute identical values). The moments and weights of
+those rows are then gathered, updated and written back with ``index_put_``. No step touches a row
+outside the batch.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -16,24 +45,230 @@ import torch
 from reinforcens.models.gmf import GMF
 
 
-class GMFOptimizer:
-    """Row-wise Adam for a GMF's tables plus dense Adam for ``h``."""
+class RowwiseAdam:
+    """Row-wise Adam state of one embedding table (see the module docstring).
 
-    def __init__(self, model: GMF, lr: float):
-        self.sparse = torch.optim.SparseAdam([model.user.weight, model.item.weight], lr=lr)
-        self.dense = torch.optim.Adam([model.h], lr=lr)
+    Parameters
+    ----------
+    weight
+        The table (a parameter), updated in place.
+    merge
+        How gradients of rows repeated in a batch are summed: ``"sort"``, ``"buffer"`` or ``"auto"``
+        (``"sort"`` on the CPU, ``"buffer"`` on other devices); see :meth:`_merge`.
+
+    Attributes
+    ----------
+    weight : torch.Tensor
+        The table, updated in place.
+    exp_avg, exp_avg_sq : torch.Tensor
+        First and second moments, the table's shape.
+    """
+
+    def __init__(self, weight: torch.Tensor, merge: str = "auto"):
+        if merge not in ("auto", "sort", "buffer"):
+            raise ValueError(f"merge must be 'auto', 'sort' or 'buffer', got {merge!r}")
+        self.weight = weight
+        self.merge = merge
+        self.exp_avg = torch.zeros_like(weight, memory_format=torch.contiguous_format)
+        self.exp_avg_sq = torch.zeros_like(self.exp_avg)
+        self._scratch: torch.Tensor | None = None
+
+    def _merge(self, rows: torch.Tensor, grads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows to update and their summed gradients.
+
+        ``"sort"`` (the default on the CPU): ``torch.unique`` gives each row once. ``"buffer"`` (the
+        default elsewhere): the gradients are summed in a table-sized buffer kept at zero and read back
+        for every occurrence, which needs no sort and no wait for the device; repeated rows then
+        compute the same update.
+        """
+        merge = self.merge
+        if merge == "auto":
+            merge = "sort" if rows.device.type == "cpu" else "buffer"
+        if merge == "sort":
+            rows, inverse = torch.unique(rows, return_inverse=True)
+            merged = grads.new_zeros((rows.numel(), grads.shape[1])).index_add_(0, inverse, grads)
+            return rows, merged
+        if self._scratch is None:
+            self._scratch = torch.zeros_like(self.exp_avg)
+        self._scratch.index_add_(0, rows, grads)
+        merged = self._scratch.index_select(0, rows)
+        self._scratch.index_fill_(0, rows, 0.0)
+        return rows, merged
+
+    def step(
+        self,
+        rows: torch.Tensor,
+        grads: torch.Tensor,
+        step_size: float,
+        beta1: float,
+        beta2: float,
+        eps: float,
+    ) -> None:
+        """Update ``rows`` (int64, any shape, repeats allowed) with gradients ``grads`` (rows, K)."""
+        rows = rows.reshape(-1)
+        rows, g = self._merge(rows, grads.reshape(rows.numel(), -1))
+        weight = self.weight.data
+        m = self.exp_avg.index_select(0, rows).lerp_(g, 1.0 - beta1)
+        v = self.exp_avg_sq.index_select(0, rows).mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+        index = (rows,)
+        self.exp_avg.index_put_(index, m)
+        self.exp_avg_sq.index_put_(index, v)
+        w = weight.index_select(0, rows).addcdiv_(m, v.sqrt_().add_(eps), value=-step_size)
+        weight.index_put_(index, w)
+
+
+class GMFOptimizer:
+    """Row-wise Adam for a GMF's tables plus dense Adam for ``h`` (see the module docstring).
+
+    Two ways to use it:
+
+    * with autograd: ``zero_grad()``, ``loss.backward()``, ``step()`` (reads the gradients of the tables,
+      sparse or dense, and of ``h``);
+    * with gradients computed by hand: :meth:`step_rows`, which needs no ``.grad`` at all.
+
+    Parameters
+    ----------
+    model
+        The GMF whose ``user.weight``, ``item.weight`` and ``h`` are updated in place.
+    lr
+        Learning rate.
+    betas, eps
+        Adam's moment decay rates and denominator constant.
+    """
+
+    def __init__(
+        self,
+        model: GMF,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ):
+        self.model = model
+        self.lr = float(lr)
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.eps = float(eps)
+        self.steps = 0
+        self.user = RowwiseAdam(model.user.weight)
+        self.item = RowwiseAdam(model.item.weight)
+        h = model.h
+        self.h_moments = torch.zeros((2, *h.shape), dtype=h.dtype, device=h.device)
 
     def zero_grad(self) -> None:
-        self.sparse.zero_grad(set_to_none=True)
-        self.dense.zero_grad(set_to_none=True)
+        for p in (self.model.user.weight, self.model.item.weight, self.model.h):
+            p.grad = None
+
+    def step_rows(
+        self,
+        users: torch.Tensor,
+        user_grads: torch.Tensor,
+        items: torch.Tensor,
+        item_grads: torch.Tensor,
+        h_grad: torch.Tensor | None,
+    ) -> None:
+        """One Adam step from hand-computed gradients.
+
+        Parameters
+        ----------
+        users, items
+            Row indices (int64, any shape, repeats allowed: their gradients are summed).
+        user_grads, item_grads
+            Gradients of those rows, shape ``(*rows.shape, K)``.
+        h_grad
+            Gradient of ``h`` (``None``: ``h`` has no gradient this step and is left alone).
+        """
+        self.steps += 1
+        b1, b2 = self.betas
+        bc1 = 1.0 - b1**self.steps
+        bc2 = 1.0 - b2**self.steps
+        step_size = self.lr * math.sqrt(bc2) / bc1
+        with torch.no_grad():
+            self.user.step(users, user_grads, step_size, b1, b2, self.eps)
+            self.item.step(items, item_grads, step_size, b1, b2, self.eps)
+            if h_grad is not None:
+                self._step_h(h_grad, bc1, bc2)
+
+    def _step_h(self, grad: torch.Tensor, bc1: float, bc2: float) -> None:
+        b1, b2 = self.betas
+        m, v = self.h_moments[0], self.h_moments[1]
+        m.lerp_(grad, 1.0 - b1)
+        v.mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
+        denom = (v.sqrt() / math.sqrt(bc2)).add_(self.eps)
+        self.model.h.data.addcdiv_(m, denom, value=-self.lr / bc1)
 
     def step(self) -> None:
-        self.sparse.step()
-        self.dense.step()
+        """One step from the ``.grad`` of the parameters (left by ``loss.backward()``)."""
+        dim = self.model.dim
+        device = self.model.h.device
+        empty_rows = torch.zeros(0, dtype=torch.long, device=device)
+        empty_grads = torch.zeros((0, dim), dtype=self.model.h.dtype, device=device)
+        parts = []
+        for weight in (self.model.user.weight, self.model.item.weight):
+            grad = weight.grad
+            if grad is None:
+                parts += [empty_rows, empty_grads]
+            elif grad.is_sparse:
+                parts += [grad._indices()[0], grad._values()]
+            else:  # a dense gradient: every row with a nonzero gradient
+                rows = torch.nonzero(grad.abs().sum(1)).squeeze(1)
+                parts += [rows, grad[rows]]
+        h_grad = self.model.h.grad
+        self.step_rows(parts[0], parts[1], parts[2], parts[3], h_grad)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sparse": self.sparse.state_dict(), "dense": self.dense.state_dict()}
+        return {
+            "kind": "rowwise-adam",
+            "steps": self.steps,
+            "lr": self.lr,
+            "betas": list(self.betas),
+            "eps": self.eps,
+            "user_exp_avg": self.user.exp_avg,
+            "user_exp_avg_sq": self.user.exp_avg_sq,
+            "item_exp_avg": self.item.exp_avg,
+            "item_exp_avg_sq": self.item.exp_avg_sq,
+            "h_exp_avg": self.h_moments[0],
+            "h_exp_avg_sq": self.h_moments[1],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sparse.load_state_dict(state["sparse"])
-        self.dense.load_state_dict(state["dense"])
+        """Load :meth:`state_dict` output (or the ``SparseAdam`` + ``Adam`` state of older versions)."""
+        if "sparse" in state:  # SparseAdam for the tables and Adam for h
+            state = _from_torch_optimizers(state)
+        self.steps = int(state["steps"])
+        self.lr = float(state["lr"])
+        self.betas = (float(state["betas"][0]), float(state["betas"][1]))
+        self.eps = float(state["eps"])
+        targets = {
+            "user_exp_avg": self.user.exp_avg,
+            "user_exp_avg_sq": self.user.exp_avg_sq,
+            "item_exp_avg": self.item.exp_avg,
+            "item_exp_avg_sq": self.item.exp_avg_sq,
+            "h_exp_avg": self.h_moments[0],
+            "h_exp_avg_sq": self.h_moments[1],
+        }
+        with torch.no_grad():
+            for key, target in targets.items():
+                if state.get(key) is None:
+                    target.zero_()
+                else:
+                    target.copy_(state[key])
+
+
+def _from_torch_optimizers(state: dict[str, Any]) -> dict[str, Any]:
+    """Convert the ``{"sparse": SparseAdam, "dense": Adam}`` state of older checkpoints."""
+    sparse, dense = state["sparse"], state["dense"]
+    group = sparse["param_groups"][0]
+    out: dict[str, Any] = {
+        "steps": 0,
+        "lr": group["lr"],
+        "betas": group["betas"],
+        "eps": group["eps"],
+    }
+    for name, pid in zip(("user", "item"), group["params"], strict=True):
+        st = sparse["state"].get(pid)
+        if st:
+            out[f"{name}_exp_avg"], out[f"{name}_exp_avg_sq"] = st["exp_avg"], st["exp_avg_sq"]
+            out["steps"] = max(out["steps"], int(st["step"]))
+    dst = dense["state"].get(dense["param_groups"][0]["params"][0])
+    if dst:
+        out["h_exp_avg"], out["h_exp_avg_sq"] = dst["exp_avg"], dst["exp_avg_sq"]
+    return out

@@ -38,7 +38,7 @@ from reinforcens.config import TrainConfig
 from reinforcens.data.prepared import PreparedDataset
 from reinforcens.errors import ConfigError, DataError
 from reinforcens.evaluation import evaluate, evaluate_lists
-from reinforcens.losses import bpr_loss, l2_penalty
+from reinforcens.losses import bpr_with_grads
 from reinforcens.models.gmf import GMF, TorchScorer
 from reinforcens.optim import GMFOptimizer
 from reinforcens.samplers import NegativeSampler, SamplerContext, make_sampler
@@ -176,19 +176,8 @@ class Trainer:
         )
         for users, pos in bar:
             neg = sampler.sample(users, pos, model)
-            pu = model.user(users)
-            qi = model.item(pos)
-            qj = model.item(neg.items)
-            pos_s = (pu * qi) @ model.h
-            neg_s = (pu * qj) @ model.h
-            loss = bpr_loss(pos_s, neg_s)
-            if cfg.l2 > 0:
-                loss = loss + cfg.l2 * l2_penalty(pu, qi, qj)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.detach().to(torch.float64)
-            sampler.update(users, pos, neg, model, neg_s.detach())
+            neg_s = self._bpr_step(model, optimizer, users, pos, neg.items, cfg.l2, total)
+            sampler.update(users, pos, neg, model, neg_s)
             if record is not None and kept < cfg.record_negatives:
                 take = min(cfg.record_negatives - kept, users.numel())
                 record.append(torch.stack([users[:take], neg.items[:take]]).cpu())
@@ -196,6 +185,27 @@ class Trainer:
         stats = {"loss": float(total) / max(self.train_data.n_positives * repeat, 1)}
         stats.update(sampler.epoch_end())
         return stats
+
+    @staticmethod
+    def _bpr_step(
+        model: GMF,
+        optimizer: GMFOptimizer,
+        users: torch.Tensor,
+        pos: torch.Tensor,
+        neg: torch.Tensor,
+        l2: float,
+        total: torch.Tensor,
+    ) -> torch.Tensor:
+        """One BPR step of the recommender with hand-computed gradients (:func:`bpr_with_grads`) and the
+        row-wise Adam update; adds the batch loss to ``total`` and returns the pre-step negative scores."""
+        with torch.no_grad():
+            items = torch.cat([pos, neg])
+            pu = model.user.weight.index_select(0, users)
+            q = model.item.weight.index_select(0, items)
+            loss, grad_pu, grad_q, grad_h, neg_s = bpr_with_grads(pu, q, model.h, l2)
+            optimizer.step_rows(users, grad_pu, items, grad_q, grad_h)
+            total.add_(loss)
+        return neg_s
 
     def validate(self, model: GMF) -> dict[str, float]:
         scorer = TorchScorer(model)
@@ -249,6 +259,9 @@ class Trainer:
             history.append(
                 {"epoch": 0, "stage": name, "valid_auc": v["auc"], "valid_ndcg": v["ndcg"]}
             )
+            if stage_dir is not None:  # so a resumed run that never beats it still has a best state
+                stage_dir.mkdir(parents=True, exist_ok=True)
+                save_checkpoint(stage_dir / "best.pt", best_state)
 
         epoch = start_epoch - 1
         for epoch in range(start_epoch, max_epochs + 1):

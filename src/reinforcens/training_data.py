@@ -1,11 +1,15 @@
 """Device-side training data: positives, per-user click/exposure sets and vectorized samplers.
 
-Membership tests are binary searches over sorted ``user * n_items + item`` keys (``torch.searchsorted``),
-so drawing negatives with rejection of positives needs no per-user Python work.
+Membership tests are binary searches over sorted ``user * n_items + item`` keys (``torch.searchsorted``).
+Uniform sampling among the items a user did not click (or neither clicked nor was shown) is exact and
+needs no rejection: a uniform rank among the allowed items is mapped to the item with one binary search
+over "gap keys" (see :func:`_gap_keys`). Nothing runs per user in Python, and nothing waits for the
+device.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,12 +18,84 @@ import torch
 from reinforcens.data.prepared import PreparedDataset
 from reinforcens.errors import DataError
 
+#: upper bound (exclusive) of the integer draws reduced modulo the number of allowed items
+_DRAW_RANGE = 1 << 62
 
-def _contains(sorted_keys: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-    if sorted_keys.numel() == 0:
-        return torch.zeros(query.shape, dtype=torch.bool, device=query.device)
-    pos = torch.searchsorted(sorted_keys, query).clamp_(max=sorted_keys.numel() - 1)
-    return sorted_keys[pos] == query
+
+class SortedKeys:
+    """A sorted int64 array laid out for fast batched binary searches.
+
+    The keys are stored in blocks of :attr:`block` (the last one padded with the largest int64), and
+    the first key of every block is kept in a separate, ``block`` times smaller array. A search runs
+    :func:`torch.searchsorted` on that small array (which stays in cache) and then compares the query
+    with the one block it falls in (one contiguous read), instead of a binary search that misses the
+    cache at almost every level of a large array.
+
+    Parameters
+    ----------
+    keys
+        Sorted int64 keys (1-D), on the device where searches run.
+    block
+        Keys per block.
+    """
+
+    def __init__(self, keys: torch.Tensor, block: int = 16):
+        n = int(keys.numel())
+        n_blocks = max(1, -(-n // block))
+        padded = torch.full(
+            (n_blocks * block,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=keys.device
+        )
+        padded[:n] = keys
+        self.n = n
+        self.block = block
+        self.blocks = padded.view(n_blocks, block)
+        self.heads = self.blocks[:, 0].contiguous()
+
+    @property
+    def keys(self) -> torch.Tensor:
+        """The sorted keys (a view)."""
+        return self.blocks.view(-1)[: self.n]
+
+    def _block_of(self, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Block index of each query, the rows of those blocks, and the queries as a column."""
+        j = torch.searchsorted(self.heads, query, right=True).sub_(1).clamp_(min=0)
+        return j, self.blocks.index_select(0, j.reshape(-1)), query.reshape(-1, 1)
+
+    def count_le(self, query: torch.Tensor) -> torch.Tensor:
+        """Number of keys ``<= query``, elementwise (``searchsorted(keys, query, right=True)``)."""
+        j, rows, column = self._block_of(query)
+        inside = torch.searchsorted(rows, column, right=True).view(query.shape)
+        return inside.add_(j.mul_(self.block))
+
+    def contains(self, query: torch.Tensor) -> torch.Tensor:
+        """Whether each query is one of the keys."""
+        if self.n == 0:
+            return torch.zeros(query.shape, dtype=torch.bool, device=query.device)
+        _, rows, column = self._block_of(query)
+        pos = torch.searchsorted(rows, column).clamp_(max=self.block - 1)
+        return rows.gather(1, pos).view(query.shape) == query
+
+
+def _gap_keys(keys: np.ndarray, n_users: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user offsets and "gap keys" of a sorted, unique array of blocked ``user * n_items + item``.
+
+    If a user's blocked items are ``b_0 < b_1 < ... < b_{m-1}``, their gap keys are
+    ``user * n_items + b_t - t`` (still sorted). The ``k``-th (0-based) item that is not blocked is
+    ``k + #{t : b_t - t <= k}``, so for a rank ``k`` it is
+    ``k + searchsorted(gap_keys, user * n_items + k, right=True) - indptr[user]``.
+
+    Returns
+    -------
+    indptr : numpy.ndarray of int64, shape (n_users + 1,)
+        Offsets of each user's keys.
+    gaps : numpy.ndarray of int64
+        The gap keys, aligned with ``keys``.
+    """
+    users = keys // n_items
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
+    rank = np.arange(keys.size, dtype=np.int64) - indptr[users]
+    return indptr, keys - rank
 
 
 @dataclass
@@ -30,29 +106,52 @@ class TrainingData:
     ----------
     pos_users, pos_items : torch.Tensor
         The training clicks, one entry per positive pair.
-    click_keys, exposure_keys : torch.Tensor
-        Sorted ``user * n_items + item`` keys of training clicks and of exposed-unclicked pairs.
-    exp_indptr, exp_indices : torch.Tensor
-        Per-user CSR of exposed-unclicked items.
+    clicks, exposures : SortedKeys
+        Sorted ``user * n_items + item`` keys of training clicks and of exposed-unclicked pairs
+        (:attr:`click_keys` and :attr:`exposure_keys` are the plain arrays).
+    click_counts : torch.Tensor
+        Training clicks per user.
+    exp_indptr : torch.Tensor
+        Per-user offsets into the exposure keys (a CSR of exposed-unclicked items).
+    item_clicks : torch.Tensor
+        Training clicks per item.
+    click_gaps, click_indptr, click_free
+        Gap keys (:func:`_gap_keys`) and per-user offsets of the clicked items, and each user's
+        number of non-clicked items: uniform sampling among non-clicked items.
+    blocked_gaps, blocked_indptr, blocked_free
+        The same for clicked or exposed items (only clicked ones for users who were shown every
+        other item): uniform sampling among items neither clicked nor exposed.
     """
 
     n_users: int
     n_items: int
     pos_users: torch.Tensor
     pos_items: torch.Tensor
-    click_keys: torch.Tensor
+    clicks: SortedKeys
     click_counts: torch.Tensor
-    exposure_keys: torch.Tensor
+    exposures: SortedKeys
     exp_indptr: torch.Tensor
-    exp_indices: torch.Tensor
     item_clicks: torch.Tensor
+    click_gaps: SortedKeys
+    click_indptr: torch.Tensor
+    click_free: torch.Tensor
+    blocked_gaps: SortedKeys
+    blocked_indptr: torch.Tensor
+    blocked_free: torch.Tensor
 
     @classmethod
-    def from_prepared(
-        cls, data: PreparedDataset, device: str | torch.device = "cpu"
-    ) -> TrainingData:
+    def from_prepared(cls, data: PreparedDataset, device: str | torch.device = "cpu") -> TrainingData:
+        """Build the tensors of ``data`` on ``device``.
+
+        Raises
+        ------
+        DataError
+            If a user clicked every item (no negative exists for them).
+        """
         clicks, exposures = data.train_clicks, data.train_exposures
-        full = np.flatnonzero(clicks.counts() >= data.n_items)
+        n_users, n_items = data.n_users, data.n_items
+        click_counts = clicks.counts()
+        full = np.flatnonzero(click_counts >= n_items)
         if full.size:
             raise DataError(
                 f"{full.size} user(s) clicked every item in training, so no negative exists for "
@@ -63,17 +162,36 @@ class TrainingData:
         def t(a: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(np.ascontiguousarray(a, dtype=np.int64), device=device)
 
+        def keys(a: np.ndarray) -> SortedKeys:
+            return SortedKeys(t(a))
+
+        click_keys = clicks.keys()
+        exposure_keys = exposures.keys()
+        click_indptr, click_gaps = _gap_keys(click_keys, n_users, n_items)
+        # items neither clicked nor exposed; users left with none keep only their clicks blocked
+        room = click_counts + exposures.counts() < n_items
+        if room.all():
+            blocked = np.union1d(click_keys, exposure_keys)
+        else:
+            blocked = np.union1d(click_keys, exposure_keys[room[exposure_keys // n_items]])
+        blocked_indptr, blocked_gaps = _gap_keys(blocked, n_users, n_items)
+        del blocked
         return cls(
-            n_users=data.n_users,
-            n_items=data.n_items,
+            n_users=n_users,
+            n_items=n_items,
             pos_users=t(clicks.users()),
             pos_items=t(clicks.indices),
-            click_keys=t(clicks.keys()),
-            click_counts=t(clicks.counts()),
-            exposure_keys=t(exposures.keys()),
+            clicks=keys(click_keys),
+            click_counts=t(click_counts),
+            exposures=keys(exposure_keys),
             exp_indptr=t(exposures.indptr),
-            exp_indices=t(exposures.indices),
             item_clicks=t(data.item_popularity()),
+            click_gaps=keys(click_gaps),
+            click_indptr=t(click_indptr),
+            click_free=t(n_items - click_counts),
+            blocked_gaps=keys(blocked_gaps),
+            blocked_indptr=t(blocked_indptr),
+            blocked_free=t(n_items - np.diff(blocked_indptr)),
         )
 
     @property
@@ -84,16 +202,31 @@ class TrainingData:
     def n_positives(self) -> int:
         return int(self.pos_users.numel())
 
+    @property
+    def click_keys(self) -> torch.Tensor:
+        """Sorted ``user * n_items + item`` keys of the training clicks."""
+        return self.clicks.keys
+
+    @property
+    def exposure_keys(self) -> torch.Tensor:
+        """Sorted ``user * n_items + item`` keys of the exposed-unclicked pairs."""
+        return self.exposures.keys
+
+    @property
+    def exp_indices(self) -> torch.Tensor:
+        """Exposed-unclicked items, per user in :attr:`exp_indptr` order (computed on access)."""
+        return self.exposure_keys.remainder(self.n_items)
+
     def exposure_counts(self, users: torch.Tensor) -> torch.Tensor:
         return self.exp_indptr[users + 1] - self.exp_indptr[users]
 
     def is_clicked(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Whether each (user, item) is a training click; ``users`` broadcasts against ``items``."""
-        return _contains(self.click_keys, users * self.n_items + items)
+        return self.clicks.contains(users * self.n_items + items)
 
     def is_exposed(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Whether each (user, item) was shown in training and not clicked."""
-        return _contains(self.exposure_keys, users * self.n_items + items)
+        return self.exposures.contains(users * self.n_items + items)
 
     def sample_uniform(
         self,
@@ -101,9 +234,13 @@ class TrainingData:
         n: int,
         generator: torch.Generator,
         exclude_exposed: bool = False,
-        max_rounds: int = 100,
     ) -> torch.Tensor:
         """Items drawn uniformly (with replacement) among those each user did not click.
+
+        Exact and without rejection: a uniform rank ``k`` among the user's allowed items is mapped to
+        the ``k``-th allowed item with one search (see :func:`_gap_keys`), so the cost is a fixed
+        handful of vectorized operations whatever the user's number of clicks, and nothing waits for
+        the device.
 
         Parameters
         ----------
@@ -111,59 +248,22 @@ class TrainingData:
             Shape (B,).
         n
             Draws per user; result shape (B, n).
+        generator
+            The random stream (on the data's device).
         exclude_exposed
-            Also reject the user's exposed-unclicked items. Users for whom nothing is left fall back
+            Also exclude the user's exposed-unclicked items. Users for whom nothing is left fall back
             to non-clicked items.
         """
-        u = users.unsqueeze(1).expand(-1, n)
-        items = torch.randint(0, self.n_items, u.shape, device=users.device, generator=generator)
-        bad = self._rejected(u, items, exclude_exposed)
-        for _ in range(max_rounds):
-            if not bool(bad.any()):
-                return items
-            k = int(bad.sum())
-            items[bad] = torch.randint(
-                0, self.n_items, (k,), device=users.device, generator=generator
-            )
-            bad = self._rejected(u, items, exclude_exposed)
-        if bool(bad.any()):
-            self._exact_fill(u, items, bad, generator, exclude_exposed)
-        return items
-
-    def _rejected(
-        self, u: torch.Tensor, items: torch.Tensor, exclude_exposed: bool
-    ) -> torch.Tensor:
-        bad = self.is_clicked(u, items)
         if exclude_exposed:
-            exposed = self.is_exposed(u, items)
-            # users with no unexposed, unclicked item left keep exposed candidates
-            room = self.n_items - self.click_counts[u] - self.exposure_counts(u)
-            bad |= exposed & (room > 0)
-        return bad
-
-    def _exact_fill(self, u, items, bad, generator, exclude_exposed) -> None:
-        """Rare fallback for users with almost every item clicked: sample from the complement."""
-        for user in torch.unique(u[bad]).tolist():
-            slots = bad & (u == user)
-            blocked = (
-                self.click_keys[
-                    (self.click_keys >= user * self.n_items)
-                    & (self.click_keys < (user + 1) * self.n_items)
-                ]
-                - user * self.n_items
-            )
-            if exclude_exposed:
-                lo, hi = int(self.exp_indptr[user]), int(self.exp_indptr[user + 1])
-                more = self.exp_indices[lo:hi]
-                if self.n_items - blocked.numel() - more.numel() > 0:
-                    blocked = torch.cat([blocked, more])
-            allowed = torch.ones(self.n_items, dtype=torch.bool, device=u.device)
-            allowed[blocked] = False
-            choices = torch.nonzero(allowed).squeeze(1)
-            pick = torch.randint(
-                0, choices.numel(), (int(slots.sum()),), device=u.device, generator=generator
-            )
-            items[slots] = choices[pick]
+            gaps, indptr, free = self.blocked_gaps, self.blocked_indptr, self.blocked_free
+        else:
+            gaps, indptr, free = self.click_gaps, self.click_indptr, self.click_free
+        u = users.unsqueeze(1)
+        # a 62-bit draw modulo the number of allowed items: the bias is below 2**-40
+        k = torch.randint(0, _DRAW_RANGE, (users.numel(), n), device=users.device, generator=generator)
+        k = k.remainder_(free.index_select(0, users).unsqueeze(1))
+        below = gaps.count_le(k + u * self.n_items)
+        return below.sub_(indptr.index_select(0, users).unsqueeze(1)).add_(k)
 
     def sample_exposed(
         self, users: torch.Tensor, n: int, generator: torch.Generator
@@ -177,21 +277,30 @@ class TrainingData:
         has : torch.Tensor of bool, shape (B,)
             Whether the user has any exposure.
         """
-        start = self.exp_indptr[users]
-        count = self.exp_indptr[users + 1] - start
+        start = self.exp_indptr.index_select(0, users)
+        count = self.exp_indptr.index_select(0, users + 1).sub_(start)
         has = count > 0
-        r = torch.rand((users.numel(), n), device=users.device, generator=generator)
-        offset = (r * count.unsqueeze(1)).long().clamp_(max=(count - 1).clamp(min=0).unsqueeze(1))
-        idx = (start.unsqueeze(1) + offset).clamp_(max=max(self.exp_indices.numel() - 1, 0))
-        if self.exp_indices.numel() == 0:
-            return torch.full_like(offset, -1), has
-        items = torch.where(has.unsqueeze(1), self.exp_indices[idx], torch.full_like(idx, -1))
-        return items, has
+        k = torch.randint(0, _DRAW_RANGE, (users.numel(), n), device=users.device, generator=generator)
+        total = self.exposures.n
+        if total == 0:
+            return torch.full_like(k, -1), has
+        idx = k.remainder_(count.clamp(min=1).unsqueeze(1)).add_(start.unsqueeze(1)).clamp_(max=total - 1)
+        items = self.exposures.keys.index_select(0, idx.view(-1)).view(idx.shape)
+        items = items.sub_(users.unsqueeze(1) * self.n_items)
+        return items.masked_fill_(~has.unsqueeze(1), -1), has
 
-    def batches(self, batch_size: int, generator: torch.Generator, repeat: int = 1):
-        """Shuffled minibatches of (users, positive items); each positive ``repeat`` times."""
+    def batches(
+        self, batch_size: int, generator: torch.Generator, repeat: int = 1
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Shuffled minibatches of (users, positive items); each positive ``repeat`` times.
+
+        The epoch's order is gathered once, so each batch is a pair of views.
+        """
         n = self.n_positives * repeat
-        perm = torch.randperm(n, device=self.device, generator=generator) % self.n_positives
+        perm = torch.randperm(n, device=self.device, generator=generator)
+        if repeat > 1:
+            perm = perm.remainder_(self.n_positives)
+        users, items = self.pos_users[perm], self.pos_items[perm]
+        del perm
         for s in range(0, n, batch_size):
-            idx = perm[s : s + batch_size]
-            yield self.pos_users[idx], self.pos_items[idx]
+            yield users[s : s + batch_size], items[s : s + batch_size]

@@ -56,16 +56,45 @@ class GMF(nn.Module):
         return self.features(users, items) @ self.h
 
     @torch.no_grad()
-    def score_lists(
-        self, users: torch.Tensor, items: torch.Tensor, chunk: int = 4096
-    ) -> torch.Tensor:
-        """Scores of item lists (n, L) without building gradients, in user chunks."""
-        out = []
+    def candidate_scores(
+        self, users: torch.Tensor, items: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Scores of each user's candidates without building gradients.
+
+        Parameters
+        ----------
+        users
+            Shape (B,).
+        items
+            Shape (B, N).
+
+        Returns
+        -------
+        scores : torch.Tensor
+            Shape (B, N): ``h . (p_u * q_i)``.
+        user_rows : torch.Tensor
+            ``p_u``, shape (B, K).
+        item_rows : torch.Tensor
+            ``q_i``, shape (B, N, K).
+        """
+        pu = self.user.weight.index_select(0, users)
+        q = self.item.weight.index_select(0, items.reshape(-1)).view(*items.shape, self.dim)
+        scores = torch.linalg.vecdot(q, (pu * self.h).unsqueeze(1))
+        return scores, pu, q
+
+    @torch.no_grad()
+    def score_lists(self, users: torch.Tensor, items: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+        """Scores of item lists (n, L) without building gradients.
+
+        Works through ``chunk`` users at a time so that the gathered item rows stay in cache.
+        """
+        out = torch.empty(items.shape, dtype=self.h.dtype, device=items.device)
         for s in range(0, users.shape[0], chunk):
-            pu = self.user.weight[users[s : s + chunk]] * self.h
-            q = self.item.weight[items[s : s + chunk]]
-            out.append(torch.einsum("nd,nld->nl", pu, q))
-        return torch.cat(out) if out else torch.zeros(items.shape, device=items.device)
+            pu = self.user.weight.index_select(0, users[s : s + chunk]).mul_(self.h)
+            rows = items[s : s + chunk]
+            q = self.item.weight.index_select(0, rows.reshape(-1)).view(*rows.shape, self.dim)
+            out[s : s + chunk] = torch.linalg.vecdot(q, pu.unsqueeze(1))
+        return out
 
     @torch.no_grad()
     def score_all(self, users: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from reinforcens.losses import l2_penalty, reinforce_loss
@@ -29,9 +28,7 @@ from reinforcens.samplers.base import Negatives, NegativeSampler, SamplerConfig
 
 
 class RNSConfig(SamplerConfig):
-    n_candidates: int = Field(
-        30, ge=2, description="N_s: candidates scored by the sampler per positive"
-    )
+    n_candidates: int = Field(30, ge=2, description="N_s: candidates scored by the sampler per positive")
     exposed_candidates: int = Field(
         1, ge=0, description="how many of the N_s candidates come from the user's exposed items"
     )
@@ -76,34 +73,40 @@ class RNSSampler(NegativeSampler):
         return self.config.alpha > 0
 
     def candidates(self, users: torch.Tensor) -> torch.Tensor:
-        """N_s candidates per user: uniform non-clicked non-exposed items plus exposed ones."""
-        n, n_exp = (
-            self.config.n_candidates,
-            min(self.config.exposed_candidates, self.config.n_candidates),
-        )
-        uni = self.data.sample_uniform(users, n - n_exp, self.generator, exclude_exposed=True)
+        """N_s candidates per user: uniform non-clicked non-exposed items plus exposed ones.
+
+        Users without exposures get uniform candidates in the exposed slots too.
+        """
+        n = self.config.n_candidates
+        n_exp = min(self.config.exposed_candidates, n)
+        cands = self.data.sample_uniform(users, n, self.generator, exclude_exposed=True)
         if n_exp == 0:
-            return uni
+            return cands
         exp, has = self.data.sample_exposed(users, n_exp, self.generator)
-        if not bool(has.all()):
-            fill = self.data.sample_uniform(users, n_exp, self.generator, exclude_exposed=True)
-            exp = torch.where(has.unsqueeze(1), exp, fill)
-        return torch.cat([uni, exp], dim=1)
+        cands[:, n - n_exp :] = torch.where(has.unsqueeze(1), exp, cands[:, n - n_exp :])
+        return cands
 
     def sample(self, users, positives, recommender):
+        """One negative per positive from the softmax of S's scores over the candidates (Gumbel-max).
+
+        Nothing is recorded for autograd: ``log_probs`` holds the values of ``log pi(j|u)``, and
+        ``extra`` keeps the candidates, the choice, the log-softmax and S's rows, from which
+        :meth:`update` computes the policy gradient by hand. (Negatives built elsewhere with
+        autograd log-probabilities and without that ``extra`` are updated through autograd.)
+        """
         cands = self.candidates(users)
-        logits = self.model(users, cands) / self.config.temperature
-        gumbel = -torch.log(
-            -torch.log(
-                torch.rand(logits.shape, device=logits.device, generator=self.generator).clamp_(
-                    1e-10, 1.0
-                )
-            )
-        )
-        choice = (logits.detach() + gumbel).argmax(dim=1, keepdim=True)
-        log_probs = F.log_softmax(logits, dim=1).gather(1, choice).squeeze(1)
+        logits, pu, q = self.model.candidate_scores(users, cands)
+        if self.config.temperature != 1.0:
+            logits = logits.div_(self.config.temperature)
+        log_p = torch.log_softmax(logits, dim=1)
+        # Gumbel-max: argmax(log p + G), G = -log(-log U) with U ~ U(0, 1), draws from softmax(logits)
+        u = torch.rand(log_p.shape, dtype=log_p.dtype, device=log_p.device, generator=self.generator)
+        neg_gumbel = u.clamp_(min=1e-30).log_().neg_().log_()
+        choice = (log_p - neg_gumbel).argmax(dim=1, keepdim=True)
+        log_probs = log_p.gather(1, choice).squeeze(1)
         items = cands.gather(1, choice).squeeze(1)
-        return Negatives(items, log_probs, extra={"candidates": cands})
+        extra = {"candidates": cands, "choice": choice, "log_softmax": log_p, "user_rows": pu, "item_rows": q}
+        return Negatives(items, log_probs, extra=extra)
 
     def rewards(
         self, users: torch.Tensor, items: torch.Tensor, recommender: GMF, neg_scores: torch.Tensor
@@ -115,9 +118,11 @@ class RNSSampler(NegativeSampler):
             out["overlap"] = self.data.is_exposed(users, items).to(neg_scores.dtype)
             if c.beta > 0:
                 with torch.no_grad():
-                    gen = recommender.features(users, items)
+                    pu = recommender.user.weight.index_select(0, users)
+                    gen = pu * recommender.item.weight.index_select(0, items)
                     exp_items, has = self.data.sample_exposed(users, 1, self.generator)
-                    exp_feat = recommender.features(users[has], exp_items[has].squeeze(1))
+                    exp_q = recommender.item.weight.index_select(0, exp_items.squeeze(1).clamp(min=0))
+                    exp_feat = (pu * exp_q)[has]
                     out["mmd"] = mmd_reward(gen, exp_feat, c.bandwidths)
             else:
                 out["mmd"] = torch.zeros_like(out["overlap"])
@@ -135,13 +140,16 @@ class RNSSampler(NegativeSampler):
         if self.uses_exposure:
             exposure = (1 - c.beta) * r["overlap"] + c.beta * r["mmd"]
             total = total + c.alpha * (exposure - b2)
-        self.optimizer.zero_grad()
-        loss = reinforce_loss(negatives.log_probs, total)
-        if self.l2 > 0:
-            rows = (self.model.user(users), self.model.item(negatives.items))
-            loss = loss + self.l2 * l2_penalty(*rows)
-        loss.backward()
-        self.optimizer.step()
+        if "log_softmax" in negatives.extra:
+            self._reinforce_step(users, negatives, total)
+        else:  # log-probabilities built with autograd (e.g. by a caller's own policy)
+            self.optimizer.zero_grad()
+            loss = reinforce_loss(negatives.log_probs, total)
+            if self.l2 > 0:
+                rows = (self.model.user(users), self.model.item(negatives.items))
+                loss = loss + self.l2 * l2_penalty(*rows)
+            loss.backward()
+            self.optimizer.step()
         overlap = r.get("overlap")
         if overlap is None:
             overlap = self.data.is_exposed(users, negatives.items).to(hard.dtype)
@@ -157,6 +165,35 @@ class RNSSampler(NegativeSampler):
             ]
         ).to(torch.float64)
         return {}
+
+    def _reinforce_step(self, users: torch.Tensor, negatives: Negatives, rewards: torch.Tensor) -> None:
+        """The REINFORCE step with the gradient computed by hand from what :meth:`sample` kept.
+
+        The loss is ``-sum_b R_b log pi(j_b|u_b) + 0.5 * l2 * (||p_u||^2 + ||q_j||^2)`` with
+        ``log pi = log_softmax(z / T)`` over the candidates and ``z_bc = h . (p_u * q_c)``, so
+        ``dL/dz_bc = R_b (pi_bc - 1[c = j_b]) / T``, and the chain rule through ``z`` gives the rows'
+        and ``h``'s gradients. It equals the autograd path of :meth:`update` (tested).
+        """
+        ex = negatives.extra
+        choice, pu, q, cands = ex["choice"], ex["user_rows"], ex["item_rows"], ex["candidates"]
+        b, n, k = q.shape
+        h = self.model.h.detach()
+        with torch.no_grad():
+            rewards = rewards.to(q.dtype)
+            if self.config.temperature != 1.0:
+                rewards = rewards / self.config.temperature
+            gz = ex["log_softmax"].exp().mul_(rewards.unsqueeze(1))
+            gz.scatter_add_(1, choice, rewards.unsqueeze(1).neg())
+            grad_q = gz.unsqueeze(2) * (pu * h).unsqueeze(1)
+            gq = torch.bmm(gz.unsqueeze(1), q).squeeze(1)
+            grad_h = torch.linalg.vecdot(pu, gq, dim=0)
+            grad_pu = gq.mul_(h)
+            if self.l2 > 0:
+                grad_pu.add_(pu, alpha=self.l2)
+                flat = torch.arange(b, device=q.device).mul_(n).add_(choice.squeeze(1))
+                grad_q = grad_q.view(b * n, k)
+                grad_q.index_add_(0, flat, q.view(b * n, k).index_select(0, flat), alpha=self.l2)
+            self.optimizer.step_rows(users, grad_pu, cands, grad_q, grad_h)
 
     def epoch_end(self) -> dict[str, float]:
         sums = self._sums.cpu()

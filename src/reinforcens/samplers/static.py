@@ -69,8 +69,7 @@ class DNSSampler(NegativeSampler):
 
     def sample(self, users, positives, recommender: GMF):
         cands = self.data.sample_uniform(users, self.config.dns_candidates, self.generator)
-        with torch.no_grad():
-            scores = recommender(users, cands)
+        scores = recommender.candidate_scores(users, cands)[0]
         best = scores.argmax(dim=1, keepdim=True)
         return Negatives(cands.gather(1, best).squeeze(1))
 
@@ -83,9 +82,8 @@ class ExposureSampler(NegativeSampler):
 
     def sample(self, users, positives, recommender):
         items, has = self.data.sample_exposed(users, 1, self.generator)
-        items = items.squeeze(1)
-        if not bool(has.all()):
-            items[~has] = self.data.sample_uniform(users[~has], 1, self.generator).squeeze(1)
+        fallback = self.data.sample_uniform(users, 1, self.generator)
+        items = torch.where(has, items.squeeze(1), fallback.squeeze(1))
         return Negatives(items, extra={"fallback": ~has})
 
     def update(self, users, positives, negatives, recommender, neg_scores):
@@ -111,9 +109,7 @@ class EBPRSampler(NegativeSampler):
         uni = self.data.sample_uniform(users, 1, self.generator, exclude_exposed=True).squeeze(1)
         coin = torch.rand(users.shape, device=users.device, generator=self.generator)
         use_exp = (coin < self.config.rho) & has
-        return Negatives(
-            torch.where(use_exp, exp_items.squeeze(1), uni), extra={"exposed": use_exp}
-        )
+        return Negatives(torch.where(use_exp, exp_items.squeeze(1), uni), extra={"exposed": use_exp})
 
     def update(self, users, positives, negatives, recommender, neg_scores):
         return {"exposed_share": float(negatives.extra["exposed"].float().mean())}

@@ -1,0 +1,240 @@
+"""The benchmark command (smoke tests on ``tiny``) and the pieces of the fast training path, each checked
+against the plain autograd / torch.optim computation it replaces."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_sampler_contract import build, model_for, sampler_for
+
+from reinforcens.cli import main
+from reinforcens.cli.bench import format_table, run_timing
+from reinforcens.losses import bpr_loss, bpr_with_grads, l2_penalty
+from reinforcens.mmd import gaussian_kernel, mmd_reward
+from reinforcens.models.gmf import GMF
+from reinforcens.optim import GMFOptimizer
+from reinforcens.samplers.base import Negatives
+from reinforcens.training_data import SortedKeys
+
+# ------------------------------------------------------------------------------------------------
+# the bench command
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bench_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench-cache")
+
+
+def test_bench_command_on_tiny(bench_cache, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(
+        [
+            "bench",
+            "--preset",
+            "tiny",
+            "--cache",
+            str(bench_cache),
+            "--repeats",
+            "1",
+            "--warmup-batches",
+            "1",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["preset"] == "tiny" and result["mode"] == "timing"
+    for name in ("bpr", "dns", "rns30", "rns100", "eval_lists"):
+        t = result["times"][name]
+        assert len(t["runs"]) == 1 and t["median"] > 0
+    assert result["ratios"]["rns30_vs_bpr"] > 0
+    if "implicit" in result["times"]:
+        assert {"bpr_vs_implicit", "rns30_vs_implicit"} <= set(result["ratios"])
+    else:
+        assert "implicit" in result["skipped"]
+    assert "| bpr |" in capsys.readouterr().out
+    # the preset is cached: a second run prepares nothing
+    prep = bench_cache / "tiny-seed0" / "prep" / "meta.json"
+    mtime = prep.stat().st_mtime
+    again = run_timing("tiny", bench_cache, repeats=1, methods=("bpr",), warmup_batches=1, quiet=True)
+    assert prep.stat().st_mtime == mtime
+    assert set(again["times"]) == {"bpr"}
+    assert "| bpr |" in format_table(again)
+
+
+def test_bench_memory_mode_on_tiny(bench_cache, tmp_path):
+    out = tmp_path / "mem.json"
+    args = [
+        "bench",
+        "--memory",
+        "--preset",
+        "tiny",
+        "--cache",
+        str(bench_cache),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert main(args) == 0
+    result = json.loads(out.read_text())
+    assert {"prepare", "train"} <= set(result["steps"])  # the simulation is cached by the test above
+    assert all(s["returncode"] == 0 and s["peak_rss_mb"] > 10 for s in result["steps"].values())
+    assert result["peak_rss_mb"] == max(result["steps"][k]["peak_rss_mb"] for k in ("prepare", "train"))
+
+
+# ------------------------------------------------------------------------------------------------
+# hand-computed gradients and the row-wise optimizer
+# ------------------------------------------------------------------------------------------------
+
+
+def _twin_models(n_users=30, n_items=40, dim=6):
+    a = GMF(n_users, n_items, dim, generator=torch.Generator().manual_seed(1)).double()
+    b = GMF(n_users, n_items, dim, generator=torch.Generator().manual_seed(1)).double()
+    return a, b
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.3])
+def test_bpr_with_grads_equals_autograd(l2):
+    g = torch.Generator().manual_seed(0)
+    m, _ = _twin_models()
+    u = torch.randint(0, 30, (50,), generator=g)
+    i, j = torch.randint(0, 40, (50,), generator=g), torch.randint(0, 40, (50,), generator=g)
+    pu, qi, qj = m.user(u), m.item(i), m.item(j)
+    loss = bpr_loss((pu * qi) @ m.h, (pu * qj) @ m.h) + l2 * l2_penalty(pu, qi, qj)
+    gpu, gqi, gqj, gh = torch.autograd.grad(loss, [pu, qi, qj, m.h])
+    with torch.no_grad():
+        q = torch.cat([m.item.weight[i], m.item.weight[j]])
+        loss2, grad_pu, grad_q, grad_h, neg = bpr_with_grads(m.user.weight[u], q, m.h, l2)
+    assert float(loss2) == pytest.approx(float(loss.detach()), rel=1e-12)
+    torch.testing.assert_close(grad_pu, gpu)
+    torch.testing.assert_close(grad_q, torch.cat([gqi, gqj]))
+    torch.testing.assert_close(grad_h, gh)
+    torch.testing.assert_close(neg, ((pu * qj) @ m.h).detach())
+
+
+@pytest.mark.parametrize("merge", ["sort", "buffer"])
+def test_rowwise_adam_equals_sparse_adam(merge):
+    """Repeated rows, several steps: the same trajectory as torch's SparseAdam (tables) + Adam (h)."""
+    g = torch.Generator().manual_seed(0)
+    ref, fast = _twin_models()
+    sparse = torch.optim.SparseAdam([ref.user.weight, ref.item.weight], lr=0.05)
+    dense = torch.optim.Adam([ref.h], lr=0.05)
+    opt = GMFOptimizer(fast, 0.05)
+    opt.user.merge = opt.item.merge = merge
+    for _ in range(6):
+        u = torch.randint(0, 30, (64,), generator=g)  # 64 draws of 30 rows: many repeats
+        i, j = torch.randint(0, 40, (64,), generator=g), torch.randint(0, 40, (64,), generator=g)
+        pu, qi, qj = ref.user(u), ref.item(i), ref.item(j)
+        loss = bpr_loss((pu * qi) @ ref.h, (pu * qj) @ ref.h) + 0.1 * l2_penalty(pu, qi, qj)
+        sparse.zero_grad()
+        dense.zero_grad()
+        loss.backward()
+        sparse.step()
+        dense.step()
+        items = torch.cat([i, j])
+        with torch.no_grad():
+            _, gpu, gq, gh, _ = bpr_with_grads(fast.user.weight[u], fast.item.weight[items], fast.h, 0.1)
+        opt.step_rows(u, gpu, items, gq, gh)
+    for a, b in zip(ref.parameters(), fast.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    st = sparse.state_dict()["state"]
+    torch.testing.assert_close(opt.item.exp_avg_sq, st[1]["exp_avg_sq"])
+    # the autograd path of the optimizer (sparse .grad) takes the same step
+    other = GMFOptimizer(ref, 0.05)
+    other.load_state_dict({"sparse": sparse.state_dict(), "dense": dense.state_dict()})
+    assert other.steps == 6
+    torch.testing.assert_close(other.user.exp_avg, opt.user.exp_avg)
+    u = torch.arange(30)
+    for model, o in ((ref, other), (fast, opt)):
+        o.zero_grad()
+        (model(u, u % 40) ** 2).sum().backward()
+        o.step()
+    for a, b in zip(ref.parameters(), fast.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_optimizer_state_round_trip():
+    m, m2 = _twin_models()
+    opt = GMFOptimizer(m, 0.01)
+    u = torch.arange(10)
+    opt.step_rows(
+        u, torch.randn(10, 6, dtype=torch.float64), u, torch.randn(10, 6, dtype=torch.float64), None
+    )
+    state = opt.state_dict()
+    again = GMFOptimizer(m2, 0.5)
+    again.load_state_dict(state)
+    assert again.steps == 1 and again.lr == 0.01
+    torch.testing.assert_close(again.item.exp_avg, opt.item.exp_avg)
+
+
+@pytest.mark.parametrize("name", ["rns", "kbgan", "irgan"])
+def test_learned_sampler_update_equals_autograd(name):
+    """The REINFORCE step from the kept rows equals the same step through autograd."""
+    _, td = build(5)
+    users, pos = td.pos_users[:120], td.pos_items[:120]
+    fast, ref = sampler_for(name, td, seed=3), sampler_for(name, td, seed=3)
+    rec = model_for(td)
+    neg = fast.sample(users, pos, rec)
+    neg_ref = ref.sample(users, pos, rec)
+    assert torch.equal(neg.items, neg_ref.items)
+    cands, choice = neg_ref.extra["candidates"], neg_ref.extra["choice"]
+    logits = ref.model(users, cands) / ref.config.temperature
+    log_probs = torch.log_softmax(logits, 1).gather(1, choice).squeeze(1)
+    torch.testing.assert_close(log_probs.detach(), neg.log_probs)
+    scores = rec(users, neg.items).detach()
+    fast.update(users, pos, neg, rec, scores)
+    ref.update(users, pos, Negatives(neg.items, log_probs, {"candidates": cands}), rec, scores)
+    for a, b in zip(fast.model.parameters(), ref.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(fast._sums, ref._sums)
+
+
+# ------------------------------------------------------------------------------------------------
+# MMD, sampling and search
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [0.01, 0.5, 30.0])
+def test_mmd_reward_equals_kernel_definition(scale):
+    """Small features take the polynomial path, large ones the exp path: both match the kernel."""
+    g = torch.Generator().manual_seed(0)
+    gen = torch.randn(40, 8, generator=g, dtype=torch.float64) * scale
+    exp = (torch.randn(25, 8, generator=g, dtype=torch.float64) + 0.5) * scale
+    want = 2 * gaussian_kernel(exp, gen).mean(0) - 2 * gaussian_kernel(gen, gen).mean(0)
+    got = mmd_reward(gen, exp)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-13)
+
+
+def test_uniform_sampling_covers_exactly_the_allowed_items():
+    _, td = build(6)
+    gen = torch.Generator().manual_seed(0)
+    for exclude in (False, True):
+        for user in range(td.n_users):
+            items = td.sample_uniform(torch.tensor([user]), 4000, gen, exclude_exposed=exclude)[0]
+            every = torch.arange(td.n_items)
+            u = torch.full_like(every, user)
+            allowed = ~td.is_clicked(u, every)
+            if exclude and bool((allowed & ~td.is_exposed(u, every)).any()):
+                allowed &= ~td.is_exposed(u, every)
+            counts = torch.bincount(items, minlength=td.n_items)
+            assert torch.equal(counts > 0, allowed), (user, exclude)
+            # uniform: every allowed item about 4000 / n_allowed times
+            expected = 4000 / int(allowed.sum())
+            assert counts[allowed].min() > 0.5 * expected and counts[allowed].max() < 1.5 * expected
+
+
+@pytest.mark.parametrize("n", [0, 1, 31, 32, 33, 1000])
+def test_sorted_keys_search_equals_searchsorted(n):
+    g = torch.Generator().manual_seed(n)
+    keys = torch.unique(torch.randint(0, 5 * n + 5, (n,), generator=g))
+    sk = SortedKeys(keys, block=8 if n < 100 else 32)
+    query = torch.randint(-2, 5 * n + 8, (7, 13), generator=g)
+    assert torch.equal(sk.keys, keys)
+    assert torch.equal(sk.count_le(query), torch.searchsorted(keys, query, right=True))
+    assert torch.equal(sk.contains(query), torch.from_numpy(np.isin(query.numpy(), keys.numpy())))
