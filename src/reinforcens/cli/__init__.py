@@ -43,8 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train recommenders with learned negative samplers that use exposure data.",
     )
     parser.add_argument("--version", action="version", version=f"reinforcens {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show full tracebacks on errors")
     parser.add_argument(
-        "-v", "--verbose", action="store_true", help="show full tracebacks on errors"
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's choice; 1 is often fastest for GMF-sized work "
+        "and on a busy machine)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
@@ -65,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 1
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
     try:
         code = args.func(args)
     except ReinforcensError as exc:

@@ -18,7 +18,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="demo", help="working directory (default ./demo)")
     p.add_argument("--preset", default="small", help="simulator preset (default small)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=None, help="maximum epochs of each training stage")
+    p.add_argument(
+        "--epochs", type=int, default=20, help="maximum epochs of each training stage (default 20)"
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=0.01,
+        help="learning rate of the demo (default 0.01, for a quick demo; the library's default is the "
+        "paper's 0.001, which needs many more epochs)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -48,7 +57,11 @@ def run(args: argparse.Namespace) -> int:
         f"test {s['test']:,} clicks, {s['exposures']:,} exposures"
     )
     rows = {"ItemPop": evaluate(ItemPop.fit(data), data)["test"]}
-    extra = {} if args.epochs is None else {"epochs": args.epochs, "pretrain_epochs": args.epochs}
+    extra = {"epochs": args.epochs, "pretrain_epochs": args.epochs, "lr": args.lr}
+    print(
+        f"demo settings: learning rate {args.lr}, at most {args.epochs} epochs per stage "
+        "(pass --lr/--epochs to change them); every other setting is the library default"
+    )
     uniform_dir = out / "runs" / "bpr-gmf"
     for step, (label, sampler, run_dir) in enumerate(
         (("BPR-GMF", "uniform", uniform_dir), ("RNS", "rns", out / "runs" / "rns")), start=4
@@ -64,8 +77,10 @@ def run(args: argparse.Namespace) -> int:
             metrics = Trainer(data, cfg, run_dir, progress=not args.quiet, resume=True).fit()
         rows[label] = {k.split(".", 1)[1]: v for k, v in metrics.items() if k.startswith("test.")}
     cols = ["auc", "ndcg", "recall@20", "ndcg@20", "true_auc"]
-    print("\ntest results (list AUC/NDCG as in the paper; Recall/NDCG@20 over all items; true AUC from the"
-          " simulator's ground truth)")
+    print(
+        "\ntest results (list AUC/NDCG as in the paper; Recall/NDCG@20 over all items; true AUC from the"
+        " simulator's ground truth)"
+    )
     print(f"{'method':10s}" + "".join(f"{c:>11s}" for c in cols))
     for label, res in rows.items():
         print(f"{label:10s}" + "".join(f"{fmt(res.get(c, float('nan'))):>11s}" for c in cols))
