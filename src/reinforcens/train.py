@@ -110,8 +110,6 @@ class Trainer:
         self.resume = resume
         self.device = resolve_device(config.device)
         self.train_data = TrainingData.from_prepared(data, self.device)
-        self.valid_users = torch.as_tensor(data.valid.users, device=self.device)
-        self.valid_items = torch.as_tensor(np.maximum(data.valid.items, 0), device=self.device)
 
     # ------------------------------------------------------------------ set-up
     def _prepare_out(self) -> None:

@@ -39,7 +39,9 @@ class Negatives:
     items : torch.Tensor of int64, shape (B,)
         One negative item per positive.
     log_probs : torch.Tensor or None
-        For learned samplers: ``log pi(j|u)`` with gradient into the sampler's parameters.
+        For learned samplers: ``log pi(j|u)``. The built-in learned samplers compute their policy gradient
+        by hand from ``extra`` and store plain values here; a sampler that sets a tensor with autograd
+        history is updated through autograd.
     extra : dict
         Anything else the update needs (candidates, exposure flags, ...).
     """

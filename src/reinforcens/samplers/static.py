@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 from pydantic import Field
 
@@ -102,7 +100,6 @@ class EBPRSampler(NegativeSampler):
 
     name = "ebpr"
     Config = EBPRConfig
-    _uniform_exclude_exposed: ClassVar[bool] = True
 
     def sample(self, users, positives, recommender):
         exp_items, has = self.data.sample_exposed(users, 1, self.generator)
