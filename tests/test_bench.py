@@ -238,3 +238,21 @@ def test_sorted_keys_search_equals_searchsorted(n):
     assert torch.equal(sk.keys, keys)
     assert torch.equal(sk.count_le(query), torch.searchsorted(keys, query, right=True))
     assert torch.equal(sk.contains(query), torch.from_numpy(np.isin(query.numpy(), keys.numpy())))
+
+
+def test_a_stale_cached_simulation_is_regenerated(tmp_path):
+    # regression: the cache was keyed by preset name and seed only
+    import json
+
+    from reinforcens.cli.bench import ensure_prepared, preset_paths
+    from reinforcens.data.simulate import PRESETS
+
+    prep = ensure_prepared("tiny", tmp_path, seed=0, quiet=True)
+    sim_dir, _ = preset_paths("tiny", tmp_path, 0)
+    meta_path = sim_dir / "simulation.json"
+    meta = json.loads(meta_path.read_text())
+    meta["config"]["n_users"] += 1  # as if made by an older preset definition
+    meta_path.write_text(json.dumps(meta))
+    assert ensure_prepared("tiny", tmp_path, seed=0, quiet=True) == prep
+    assert json.loads(meta_path.read_text())["config"] == PRESETS["tiny"].model_dump(mode="json")
+    assert (prep / "meta.json").is_file()

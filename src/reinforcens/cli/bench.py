@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -156,10 +157,16 @@ def ensure_prepared(preset: str, cache: Path, seed: int = 0, quiet: bool = False
     """Generate and prepare ``preset`` unless the cache holds it already; returns the prepared folder."""
     from reinforcens.data.formats import read_log
     from reinforcens.data.prepared import is_prepared_dir, prepare, save_prepared
-    from reinforcens.data.simulate import METADATA_FILE, write_simulation
+    from reinforcens.data.simulate import PRESETS, read_metadata, write_simulation
 
     sim_dir, prep_dir = preset_paths(preset, cache, seed)
-    if not (sim_dir / METADATA_FILE).is_file():
+    meta = read_metadata(sim_dir)
+    current = PRESETS[preset].model_dump(mode="json")
+    if meta is not None and meta.get("config") != current:
+        _log(f"the cached {preset!r} simulation was made with other settings: regenerating", quiet)
+        shutil.rmtree(prep_dir, ignore_errors=True)
+        meta = None
+    if meta is None:
         _log(f"simulating preset {preset!r} into {sim_dir} (once)", quiet)
         write_simulation(sim_dir, preset, seed)
     if not is_prepared_dir(prep_dir):
