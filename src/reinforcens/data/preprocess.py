@@ -104,17 +104,25 @@ def preprocess(log: ExposureLog, min_sessions: int = 4) -> Events:
     u, i, r = user[rows], item[rows], rank[rows]
     k = np.concatenate([np.ones(keep_click.size, bool), np.zeros(keep_exp.size, bool)])
 
-    # 3. iterative session filter
+    # 3. iterative session filter. After steps 1-2 every row is a distinct (user, item, session), so an
+    # item's number of sessions is its number of rows, and a user's is the number of the user's
+    # sessions with a row left: each round is a few bincounts, with no sort.
+    del c, key, order, first, e, e_key, uniq, shown_clicked, clicked_session_keys, rows, keep_click, keep_exp
+    sess_keys, sid = np.unique(u * (r.max(initial=0) + 1) + r, return_inverse=True)
+    sess_user = sess_keys // (r.max(initial=0) + 1)
+    del sess_keys
     rounds = 0
     while True:
         rounds += 1
-        user_sessions = _distinct_count(u, r, log.n_users)
-        session_key = u * (r.max(initial=0) + 1) + r
-        item_sessions = _distinct_count(i, session_key, log.n_items)
+        alive = np.bincount(sid, minlength=sess_user.size) > 0
+        user_sessions = np.bincount(sess_user[alive], minlength=log.n_users)
+        item_sessions = np.bincount(i, minlength=log.n_items)
         bad = (user_sessions[u] < min_sessions) | (item_sessions[i] < min_sessions)
         if not bad.any():
             break
-        u, i, r, k = u[~bad], i[~bad], r[~bad], k[~bad]
+        keep = ~bad
+        u, i, r, k, sid = u[keep], i[keep], r[keep], k[keep], sid[keep]
+    del sid, sess_user
     report["filter_rounds"] = rounds
     report["users_in"] = log.n_users
     report["items_in"] = log.n_items
@@ -137,11 +145,3 @@ def preprocess(log: ExposureLog, min_sessions: int = 4) -> Events:
         item_ids=log.item_ids[kept_items],
         report=report,
     )
-
-
-def _distinct_count(group: np.ndarray, value: np.ndarray, n_groups: int) -> np.ndarray:
-    """Number of distinct ``value`` per ``group`` id."""
-    if group.size == 0:
-        return np.zeros(n_groups, dtype=np.int64)
-    pairs = np.unique(group * (value.max() + 1) + value)
-    return np.bincount(pairs // (value.max() + 1), minlength=n_groups)
