@@ -94,6 +94,14 @@ def test_reuse_a_pretrained_checkpoint(tiny_prepared, tmp_path):
     assert model.item.weight.shape[0] == tiny_prepared.n_items
 
 
+def test_a_pretrained_checkpoint_is_used_by_static_samplers_too(tiny_prepared, tmp_path):
+    cfg = TrainConfig.build(sampler="dns", pretrained=str(tmp_path / "x.pt"))
+    assert cfg.resolved_init() == "pretrained"
+    assert TrainConfig.build(sampler="dns").resolved_init() == "scratch"
+    with pytest.raises(ConfigError, match="'init' and 'pretrained'"):
+        TrainConfig.build(sampler="dns", init="scratch", pretrained="x.pt")
+
+
 def test_config_errors_name_the_key():
     with pytest.raises(ConfigError, match="'lrr'"):
         TrainConfig.build(lrr=0.1)

@@ -80,6 +80,8 @@ class TrainConfig(BaseModel):
             raise ConfigError(f"config key {key!r}: {err['msg']}") from None
         from reinforcens.samplers import sampler_config
 
+        if cfg.init == "scratch" and cfg.pretrained:
+            raise ConfigError("config keys 'init' and 'pretrained': init 'scratch' ignores the checkpoint")
         resolved = sampler_config(cfg.sampler, cfg.sampler_options).model_dump(mode="json")
         return cfg.model_copy(update={"sampler_options": resolved})
 
@@ -103,4 +105,6 @@ class TrainConfig(BaseModel):
 
         if self.init != "auto":
             return self.init
+        if self.pretrained:  # a checkpoint to start from means "start from it"
+            return "pretrained"
         return SAMPLERS[self.sampler].default_init
