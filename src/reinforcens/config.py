@@ -61,6 +61,11 @@ class TrainConfig(BaseModel):
     full_k: int = Field(20, ge=1, description="cut-off of the full-ranking metrics")
     seed: int = Field(0, description="seed of every random stream of the run")
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
+    backend: Literal["auto", "numba", "torch"] = Field(
+        "auto",
+        description="training kernels: 'numba' (compiled, CPU only), 'torch' (any device) or 'auto' "
+        "(numba on the CPU when installed, else torch)",
+    )
 
     @field_validator("sampler")
     @classmethod

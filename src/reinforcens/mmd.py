@@ -25,6 +25,7 @@ def mmd_reward(
     generated: torch.Tensor,
     exposed: torch.Tensor,
     bandwidths: Sequence[float] = DEFAULT_BANDWIDTHS,
+    compiled: bool = False,
 ) -> torch.Tensor:
     """Per-instance feature-matching reward of generated negatives (the paper's equation 6).
 
@@ -47,12 +48,17 @@ def mmd_reward(
         Features of the generated negatives, shape (B, K).
     exposed
         Features of exposed items, shape (M, K); ``M = 0`` gives a zero reward.
+    compiled
+        Reduce the distances with the compiled kernel :func:`reinforcens.kernels.mmd_reduce` (CPU
+        float32 inputs, numba installed): one pass instead of one per polynomial term.
     """
     m, b = exposed.shape[0], generated.shape[0]
     if m == 0 or b == 0:
         return torch.zeros(b, device=generated.device, dtype=generated.dtype)
     x = torch.cat([exposed, generated])
     sq_x = torch.linalg.vecdot(x, x)
+    if compiled:
+        return _mmd_reward_compiled(x, generated, sq_x, m, bandwidths)
     # squared distances of every exposed and generated point (rows) to every generated point
     d2 = torch.addmm(sq_x[m:].unsqueeze(0), x, generated.T, alpha=-2.0)
     d2.add_(sq_x.unsqueeze(1)).clamp_(min=0)
@@ -68,6 +74,40 @@ _POLY_TOL = 2.0**-26
 _POLY_MAX_DEGREE = 12
 
 
+def _poly_coefficients(bandwidths: Sequence[float], bound: float) -> list[float] | None:
+    """Coefficients ``a_0..a_P`` of the polynomial that replaces ``sum_s expm1(-d2 * c_s)`` for
+    ``d2 <= bound`` (see :func:`_kernel_sum_minus_one`), or ``None`` when no degree ``<= 12`` suffices."""
+    cs = [1.0 / (2.0 * s * s) for s in bandwidths]
+    y = max(cs) * bound
+    if y >= 1.0:
+        return None
+    term = 1.0
+    for p in range(1, _POLY_MAX_DEGREE + 1):
+        term *= y / (p + 1)  # y^p / (p + 1)!
+        if term <= _POLY_TOL:
+            return [sum(c**n for c in cs) / math.factorial(n) * (-1) ** n for n in range(p + 1)]
+    return None
+
+
+def _mmd_reward_compiled(
+    x: torch.Tensor, generated: torch.Tensor, sq_x: torch.Tensor, m: int, bandwidths: Sequence[float]
+) -> torch.Tensor:
+    """:func:`mmd_reward` with the products from one matrix product and the rest in one compiled pass."""
+    import numpy as np
+
+    from reinforcens.kernels import mmd_reduce
+
+    dots = torch.mm(x, generated.T)
+    bound = 4.0 * float(sq_x.max())
+    coef = _poly_coefficients(bandwidths, bound)
+    coef_arr = np.asarray(coef if coef is not None else [0.0], dtype=np.float32)
+    cs = np.asarray([1.0 / (2.0 * s * s) for s in bandwidths], dtype=np.float64)
+    out = torch.empty(generated.shape[0], dtype=generated.dtype)
+    sq = sq_x.numpy()
+    mmd_reduce(dots.numpy(), sq, sq[m:], m, coef_arr, cs, out.numpy())
+    return out
+
+
 def _kernel_sum_minus_one(d2: torch.Tensor, bandwidths: Sequence[float], bound: float) -> torch.Tensor:
     """``sum_s expm1(-d2 * c_s)`` with ``c_s = 1 / (2 s^2)``, elementwise; ``bound >= max(d2)``.
 
@@ -77,21 +117,13 @@ def _kernel_sum_minus_one(d2: torch.Tensor, bandwidths: Sequence[float], bound: 
     Horner's rule; otherwise each ``expm1`` is computed.
     """
     cs = [1.0 / (2.0 * s * s) for s in bandwidths]
-    y = max(cs) * bound
-    degree = None
-    if y < 1.0:
-        term = 1.0
-        for p in range(1, _POLY_MAX_DEGREE + 1):
-            term *= y / (p + 1)  # y^p / (p + 1)!
-            if term <= _POLY_TOL:
-                degree = p
-                break
-    if degree is None:
+    coef = _poly_coefficients(bandwidths, bound)
+    if coef is None:
         out = torch.special.expm1(d2 * -cs[0])
         for c in cs[1:]:
             out += torch.special.expm1(d2 * -c)
         return out
-    coef = [sum(c**n for c in cs) / math.factorial(n) * (-1) ** n for n in range(degree + 1)]
+    degree = len(coef) - 1
     r = d2 * coef[degree]
     for n in range(degree - 1, 0, -1):
         r.add_(coef[n]).mul_(d2)

@@ -28,7 +28,10 @@ their gradients summed first), ``lr``, ``beta1``, ``beta2`` and ``eps`` the usua
 Apart from floating-point summation order this is exactly :class:`torch.optim.SparseAdam`. ``h`` (a
 dense ``K``-vector, in every batch) uses dense Adam, and the step count ``t`` is shared.
 
-Implementation: the gradients of repeated rows are summed first (``torch.unique`` and ``index_add_`` on
+Implementation (``backend="numba"``, CPU): :mod:`reinforcens.kernels` sums the gradients of repeated
+rows into one slot per row and updates each row once, in one compiled pass (:meth:`GMFOptimizer.bpr_step`
+also computes the BPR gradients in that pass). Implementation (``backend="torch"``): the gradients of
+repeated rows are summed first (``torch.unique`` and ``index_add_`` on
 the CPU; on a GPU ``index_add_`` into a zeroed table-sized buffer, read back for every occurrence, so
 nothing waits for the device and repeated rows compute identical values). The moments and weights of
 those rows are then gathered, updated and written back with ``index_put_``. No step touches a row
@@ -40,8 +43,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
+from reinforcens.backend import np_view
+from reinforcens.losses import bpr_with_grads
 from reinforcens.models.gmf import GMF
 
 
@@ -72,6 +78,23 @@ class RowwiseAdam:
         self.exp_avg = torch.zeros_like(weight, memory_format=torch.contiguous_format)
         self.exp_avg_sq = torch.zeros_like(self.exp_avg)
         self._scratch: torch.Tensor | None = None
+        self._slot: np.ndarray | None = None
+        self._rows: np.ndarray | None = None
+        self._grads: np.ndarray | None = None
+
+    def buffers(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Scratch of the compiled kernels for up to ``n`` row lookups: the row -> slot map (all ``-1``
+        between calls), the slots' rows and their gradients (grown as needed, never shrunk)."""
+        if self._slot is None:
+            self._slot = np.full(self.weight.shape[0], -1, dtype=np.int64)
+        if self._rows is None or self._rows.shape[0] < n:
+            self._rows = np.empty(n, dtype=np.int64)
+            self._grads = np.empty((n, self.weight.shape[1]), dtype=np.float32)
+        return self._slot, self._rows, self._grads
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """numpy views of the weight and both moments (updated in place by the kernels)."""
+        return np_view(self.weight), np_view(self.exp_avg), np_view(self.exp_avg_sq)
 
     def _merge(self, rows: torch.Tensor, grads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The rows to update and their summed gradients.
@@ -134,6 +157,9 @@ class GMFOptimizer:
         Learning rate.
     betas, eps
         Adam's moment decay rates and denominator constant.
+    backend
+        ``"torch"`` or ``"numba"`` (compiled kernels; the model must be on the CPU), see
+        :mod:`reinforcens.backend`.
     """
 
     def __init__(
@@ -142,7 +168,13 @@ class GMFOptimizer:
         lr: float,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
+        backend: str = "torch",
     ):
+        if backend not in ("torch", "numba"):
+            raise ValueError(f"backend must be 'torch' or 'numba', got {backend!r}")
+        if backend == "numba" and model.h.device.type != "cpu":
+            raise ValueError(f"the numba backend runs on the CPU only, not on {model.h.device}")
+        self.backend = backend
         self.model = model
         self.lr = float(lr)
         self.betas = (float(betas[0]), float(betas[1]))
@@ -176,16 +208,74 @@ class GMFOptimizer:
         h_grad
             Gradient of ``h`` (``None``: ``h`` has no gradient this step and is left alone).
         """
-        self.steps += 1
+        bc1, bc2 = self._advance()
         b1, b2 = self.betas
-        bc1 = 1.0 - b1**self.steps
-        bc2 = 1.0 - b2**self.steps
         step_size = self.lr * math.sqrt(bc2) / bc1
+        if self.backend == "numba":
+            from reinforcens.kernels import adam_dense, rowwise_adam
+
+            k = self.model.dim
+            for state, rows, grads in ((self.user, users, user_grads), (self.item, items, item_grads)):
+                r = np_view(rows.reshape(-1).contiguous())
+                g = np_view(grads.detach().reshape(-1, k).contiguous())
+                rowwise_adam(r, g, *state.arrays(), *state.buffers(r.shape[0]), step_size, b1, b2, self.eps)
+            if h_grad is not None:
+                hm, hv = np_view(self.h_moments[0]), np_view(self.h_moments[1])
+                g = np_view(h_grad.detach().contiguous())
+                adam_dense(g, np_view(self.model.h), hm, hv, self.lr, b1, b2, self.eps, bc1, bc2)
+            return
         with torch.no_grad():
             self.user.step(users, user_grads, step_size, b1, b2, self.eps)
             self.item.step(items, item_grads, step_size, b1, b2, self.eps)
             if h_grad is not None:
                 self._step_h(h_grad, bc1, bc2)
+
+    def _advance(self) -> tuple[float, float]:
+        """Count one step; the bias corrections ``1 - beta1^t`` and ``1 - beta2^t``."""
+        self.steps += 1
+        b1, b2 = self.betas
+        return 1.0 - b1**self.steps, 1.0 - b2**self.steps
+
+    def bpr_step(
+        self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, l2: float
+    ) -> tuple[float, torch.Tensor]:
+        """One BPR step of the model on a batch of (user, positive, negative) triples.
+
+        The loss and gradients are those of :func:`reinforcens.losses.bpr_with_grads`, followed by
+        :meth:`step_rows`; the numba backend does both in one compiled pass.
+
+        Returns
+        -------
+        loss : float or torch.Tensor
+            The summed batch loss (BPR plus L2 on the batch rows), before the step (a 0-dim tensor on
+            the torch backend, so that nothing waits for the device).
+        neg_scores : torch.Tensor
+            The pre-step scores of the negatives, shape (B,).
+        """
+        model = self.model
+        if self.backend == "numba":
+            from reinforcens.kernels import bpr_adam_step
+
+            bc1, bc2 = self._advance()
+            uw, um, uv = self.user.arrays()
+            iw, im, iv = self.item.arrays()
+            neg_scores = torch.empty(users.shape[0], dtype=model.h.dtype)
+            b = users.shape[0]
+            loss = bpr_adam_step(
+                np_view(users.contiguous()), np_view(pos.contiguous()), np_view(neg.contiguous()),
+                uw, iw, np_view(model.h), um, uv, im, iv,
+                np_view(self.h_moments[0]), np_view(self.h_moments[1]),
+                *self.user.buffers(b), *self.item.buffers(2 * b), float(l2), self.lr, self.betas[0],
+                self.betas[1], self.eps, bc1, bc2, np_view(neg_scores),
+            )  # fmt: skip
+            return float(loss), neg_scores
+        with torch.no_grad():
+            items = torch.cat([pos, neg])
+            pu = model.user.weight.index_select(0, users)
+            q = model.item.weight.index_select(0, items)
+            loss, grad_pu, grad_q, grad_h, neg_scores = bpr_with_grads(pu, q, model.h, l2)
+            self.step_rows(users, grad_pu, items, grad_q, grad_h)
+        return loss, neg_scores
 
     def _step_h(self, grad: torch.Tensor, bc1: float, bc2: float) -> None:
         b1, b2 = self.betas

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from reinforcens.backend import resolve_backend
 from reinforcens.checkpoint import (
     atomic_write_json,
     atomic_write_text,
@@ -38,7 +39,6 @@ from reinforcens.config import TrainConfig
 from reinforcens.data.prepared import PreparedDataset
 from reinforcens.errors import ConfigError, DataError
 from reinforcens.evaluation import evaluate, evaluate_lists
-from reinforcens.losses import bpr_with_grads
 from reinforcens.models.gmf import GMF, TorchScorer
 from reinforcens.optim import GMFOptimizer
 from reinforcens.samplers import NegativeSampler, SamplerContext, make_sampler
@@ -109,7 +109,8 @@ class Trainer:
         self.progress = progress
         self.resume = resume
         self.device = resolve_device(config.device)
-        self.train_data = TrainingData.from_prepared(data, self.device)
+        self.backend = resolve_backend(config.backend, self.device)
+        self.train_data = TrainingData.from_prepared(data, self.device, self.backend)
 
     # ------------------------------------------------------------------ set-up
     def _prepare_out(self) -> None:
@@ -129,7 +130,9 @@ class Trainer:
                     f"{self.out} holds an unfinished run; pass --resume to continue it"
                 )
             mine = json.loads(self.config.to_json())
-            diff = sorted(k for k in mine if k != "device" and saved.get(k) != mine.get(k))
+            diff = sorted(
+                k for k in mine if k not in ("device", "backend") and saved.get(k) != mine.get(k)
+            )
             if diff:
                 raise ConfigError(
                     f"cannot resume {self.out}: its config differs in {', '.join(diff)}"
@@ -194,15 +197,11 @@ class Trainer:
         l2: float,
         total: torch.Tensor,
     ) -> torch.Tensor:
-        """One BPR step of the recommender with hand-computed gradients (:func:`bpr_with_grads`) and the
-        row-wise Adam update; adds the batch loss to ``total`` and returns the pre-step negative scores."""
-        with torch.no_grad():
-            items = torch.cat([pos, neg])
-            pu = model.user.weight.index_select(0, users)
-            q = model.item.weight.index_select(0, items)
-            loss, grad_pu, grad_q, grad_h, neg_s = bpr_with_grads(pu, q, model.h, l2)
-            optimizer.step_rows(users, grad_pu, items, grad_q, grad_h)
-            total.add_(loss)
+        """One BPR step of the recommender with hand-computed gradients and the row-wise Adam update
+        (:meth:`GMFOptimizer.bpr_step`); adds the batch loss to ``total`` and returns the pre-step
+        negative scores."""
+        loss, neg_s = optimizer.bpr_step(users, pos, neg, l2)
+        total.add_(loss)
         return neg_s
 
     def validate(self, model: GMF) -> dict[str, float]:
@@ -223,7 +222,7 @@ class Trainer:
         floor: float | None = None,
     ) -> StageResult:
         cfg = self.config
-        optimizer = GMFOptimizer(model, cfg.lr)
+        optimizer = GMFOptimizer(model, cfg.lr, backend=self.backend)
         rank_model = sampler.ranking_model(model)
         start_epoch, best_epoch, bad, seconds = 1, 0, 0, 0.0
         history: list[dict[str, Any]] = []

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
 
+from reinforcens.backend import draw_seed, np_view
 from reinforcens.data.prepared import PreparedDataset
 from reinforcens.errors import DataError
 
 #: upper bound (exclusive) of the integer draws reduced modulo the number of allowed items
 _DRAW_RANGE = 1 << 62
+#: an empty hash table: no rejection draws
+_NO_TABLE = np.full(0, -1, dtype=np.int64)
 
 
 class SortedKeys:
@@ -121,6 +125,9 @@ class TrainingData:
     blocked_gaps, blocked_indptr, blocked_free
         The same for clicked or exposed items (only clicked ones for users who were shown every
         other item): uniform sampling among items neither clicked nor exposed.
+    backend : str
+        ``"numba"``: draws and membership tests run in the compiled kernels of
+        :mod:`reinforcens.kernels` (CPU only); ``"torch"``: in torch operations.
     """
 
     n_users: int
@@ -138,10 +145,13 @@ class TrainingData:
     blocked_gaps: SortedKeys
     blocked_indptr: torch.Tensor
     blocked_free: torch.Tensor
+    backend: str = "torch"
 
     @classmethod
-    def from_prepared(cls, data: PreparedDataset, device: str | torch.device = "cpu") -> TrainingData:
-        """Build the tensors of ``data`` on ``device``.
+    def from_prepared(
+        cls, data: PreparedDataset, device: str | torch.device = "cpu", backend: str = "torch"
+    ) -> TrainingData:
+        """Build the tensors of ``data`` on ``device``; ``backend`` is ``"torch"`` or ``"numba"``.
 
         Raises
         ------
@@ -192,7 +202,42 @@ class TrainingData:
             blocked_gaps=keys(blocked_gaps),
             blocked_indptr=t(blocked_indptr),
             blocked_free=t(n_items - np.diff(blocked_indptr)),
+            backend=backend,
         )
+
+    @cached_property
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """numpy views of the tensors the compiled kernels read (numba backend, CPU)."""
+        names = {
+            "click_gaps": self.click_gaps.keys,
+            "click_indptr": self.click_indptr,
+            "click_free": self.click_free,
+            "blocked_gaps": self.blocked_gaps.keys,
+            "blocked_indptr": self.blocked_indptr,
+            "blocked_free": self.blocked_free,
+            "click_keys": self.clicks.keys,
+            "exposure_keys": self.exposures.keys,
+            "exp_indptr": self.exp_indptr,
+        }
+        out = {k: np.ascontiguousarray(np_view(v)) for k, v in names.items()}
+        # a user's blocked set includes their exposures (else only their clicks: no room was left)
+        out["blocked_has_exposure"] = np.diff(out["blocked_indptr"]) > np.diff(out["click_indptr"])
+        out["no_user"] = np.zeros(self.n_users, dtype=bool)
+        return out
+
+    @cached_property
+    def _click_hash(self) -> tuple[np.ndarray, int]:
+        """A hash set of the click keys for rejection draws (numba backend): table and shift."""
+        from reinforcens.kernels import hash_build
+
+        keys = self._arrays["click_keys"]
+        bits = max(4, int(np.ceil(np.log2(max(keys.size, 1) * 1.5))))
+        return hash_build(keys, bits), 64 - bits
+
+    @property
+    def fast(self) -> bool:
+        """Whether the compiled kernels are used."""
+        return self.backend == "numba"
 
     @property
     def device(self) -> torch.device:
@@ -222,11 +267,27 @@ class TrainingData:
 
     def is_clicked(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Whether each (user, item) is a training click; ``users`` broadcasts against ``items``."""
+        if self.fast:
+            a = self._arrays
+            return self._contains(a["click_keys"], a["click_indptr"], users, items)
         return self.clicks.contains(users * self.n_items + items)
 
     def is_exposed(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Whether each (user, item) was shown in training and not clicked."""
+        if self.fast:
+            a = self._arrays
+            return self._contains(a["exposure_keys"], a["exp_indptr"], users, items)
         return self.exposures.contains(users * self.n_items + items)
+
+    def _contains(
+        self, keys: np.ndarray, indptr: np.ndarray, users: torch.Tensor, items: torch.Tensor
+    ) -> torch.Tensor:
+        from reinforcens.kernels import contains_segments
+
+        u, i = torch.broadcast_tensors(users, items)
+        u_flat, i_flat = u.reshape(-1).contiguous(), i.reshape(-1).contiguous()
+        flat = contains_segments(keys, indptr, np_view(u_flat), np_view(i_flat), self.n_items)
+        return torch.from_numpy(flat).view(u.shape)
 
     def sample_uniform(
         self,
@@ -254,6 +315,25 @@ class TrainingData:
             Also exclude the user's exposed-unclicked items. Users for whom nothing is left fall back
             to non-clicked items.
         """
+        if self.fast:
+            from reinforcens.kernels import sample_uniform
+
+            a = self._arrays
+            part = "blocked" if exclude_exposed else "click"
+            # one or two draws per user: rejection against a hash set of the clicks beats a search
+            table, shift = self._click_hash if n <= 2 and not exclude_exposed else (_NO_TABLE, 0)
+            out = sample_uniform(
+                np_view(users.contiguous()),
+                n,
+                a[f"{part}_gaps"],
+                a[f"{part}_indptr"],
+                a[f"{part}_free"],
+                self.n_items,
+                table,
+                shift,
+                draw_seed(generator),
+            )
+            return torch.from_numpy(out)
         if exclude_exposed:
             gaps, indptr, free = self.blocked_gaps, self.blocked_indptr, self.blocked_free
         else:
@@ -264,6 +344,44 @@ class TrainingData:
         k = k.remainder_(free.index_select(0, users).unsqueeze(1))
         below = gaps.count_le(k + u * self.n_items)
         return below.sub_(indptr.index_select(0, users).unsqueeze(1)).add_(k)
+
+    def sample_candidates(
+        self,
+        users: torch.Tensor,
+        n: int,
+        n_exp: int,
+        exclude_exposed: bool,
+        generator: torch.Generator,
+        flags: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Candidates of a learned sampler in one compiled pass (numba backend only).
+
+        ``n - n_exp`` uniform draws per user (among non-clicked items, also excluding exposed ones if
+        ``exclude_exposed``) followed by ``n_exp`` draws from the user's exposed-unclicked items
+        (uniform draws instead for users without any): what :meth:`sample_uniform` and
+        :meth:`sample_exposed` give, with other random numbers.
+
+        Returns
+        -------
+        cands : torch.Tensor
+            (B, n) items.
+        exposed : torch.Tensor or None
+            (B, n) whether each candidate is an exposed-unclicked item of the user (``None`` unless
+            ``flags``).
+        """
+        from reinforcens.kernels import candidates
+
+        if not self.fast:
+            raise RuntimeError("sample_candidates needs the numba backend")
+        a = self._arrays
+        part = "blocked" if exclude_exposed else "click"
+        has_exp = a["blocked_has_exposure"] if exclude_exposed else a["no_user"]
+        cands, exposed = candidates(
+            np_view(users.contiguous()), n, n_exp, a[f"{part}_gaps"], a[f"{part}_indptr"],
+            a[f"{part}_free"], has_exp, a["exposure_keys"], a["exp_indptr"], self.n_items, flags,
+            draw_seed(generator),
+        )  # fmt: skip
+        return torch.from_numpy(cands), torch.from_numpy(exposed) if flags else None
 
     def sample_exposed(
         self, users: torch.Tensor, n: int, generator: torch.Generator
@@ -277,6 +395,19 @@ class TrainingData:
         has : torch.Tensor of bool, shape (B,)
             Whether the user has any exposure.
         """
+        if self.fast:
+            from reinforcens.kernels import sample_segments
+
+            a = self._arrays
+            items, has = sample_segments(
+                np_view(users.contiguous()),
+                n,
+                a["exposure_keys"],
+                a["exp_indptr"],
+                self.n_items,
+                draw_seed(generator),
+            )
+            return torch.from_numpy(items), torch.from_numpy(has)
         start = self.exp_indptr.index_select(0, users)
         count = self.exp_indptr.index_select(0, users + 1).sub_(start)
         has = count > 0

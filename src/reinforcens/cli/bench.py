@@ -257,7 +257,8 @@ def _our_method(trainer, name: str, seed: int) -> _OurMethod:
     model = trainer._new_model(gens[0])
     ctx = SamplerContext(dim=cfg.dim, lr=cfg.lr, l2=cfg.l2)
     sampler = make_sampler(sampler_name, trainer.train_data, gens[2], options, ctx)
-    return _OurMethod(trainer, model, GMFOptimizer(model, cfg.lr), sampler, gens[1])
+    opt = GMFOptimizer(model, cfg.lr, backend=trainer.backend)
+    return _OurMethod(trainer, model, opt, sampler, gens[1])
 
 
 def machine_info(threads: int, device: torch.device) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
+from reinforcens.backend import draw_seed, np_view
 from reinforcens.losses import l2_penalty, reinforce_loss
 from reinforcens.mmd import DEFAULT_BANDWIDTHS, mmd_reward
 from reinforcens.models.gmf import GMF
@@ -58,7 +59,7 @@ class RNSSampler(NegativeSampler):
         self.model.to(data.device)
         self.lr = config.sampler_lr or ctx.lr
         self.l2 = ctx.l2 if config.sampler_l2 is None else config.sampler_l2
-        self.optimizer = GMFOptimizer(self.model, self.lr)
+        self.optimizer = GMFOptimizer(self.model, self.lr, backend=self.data.backend)
         dev = data.device
         self.baseline = torch.zeros(2, dtype=torch.float64, device=dev)  # b1 hardness, b2 exposure
         # running sums over the epoch: hardness, exposure, overlap, mmd, total, count
@@ -66,25 +67,39 @@ class RNSSampler(NegativeSampler):
 
     def init_from_pretrained(self, state: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(state)
-        self.optimizer = GMFOptimizer(self.model, self.lr)
+        self.optimizer = GMFOptimizer(self.model, self.lr, backend=self.data.backend)
 
     @property
     def uses_exposure(self) -> bool:
         return self.config.alpha > 0
+
+    def _uniform_excludes_exposed(self) -> bool:
+        """Whether the uniform candidates exclude the user's exposed items."""
+        return True
 
     def candidates(self, users: torch.Tensor) -> torch.Tensor:
         """N_s candidates per user: uniform non-clicked non-exposed items plus exposed ones.
 
         Users without exposures get uniform candidates in the exposed slots too.
         """
+        return self._candidates_and_flags(users)[0]
+
+    def _candidates_and_flags(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The candidates and, on the numba backend, whether each is an exposed-unclicked item."""
         n = self.config.n_candidates
         n_exp = min(self.config.exposed_candidates, n)
+        if self.data.fast:
+            return self.data.sample_candidates(
+                users, n, n_exp, self._uniform_excludes_exposed(), self.generator, flags=self.uses_exposure
+            )
+        if not self._uniform_excludes_exposed():
+            return self.data.sample_uniform(users, n, self.generator), None
         cands = self.data.sample_uniform(users, n, self.generator, exclude_exposed=True)
         if n_exp == 0:
-            return cands
+            return cands, None
         exp, has = self.data.sample_exposed(users, n_exp, self.generator)
         cands[:, n - n_exp :] = torch.where(has.unsqueeze(1), exp, cands[:, n - n_exp :])
-        return cands
+        return cands, None
 
     def sample(self, users, positives, recommender):
         """One negative per positive from the softmax of S's scores over the candidates (Gumbel-max).
@@ -94,7 +109,22 @@ class RNSSampler(NegativeSampler):
         :meth:`update` computes the policy gradient by hand. (Negatives built elsewhere with
         autograd log-probabilities and without that ``extra`` are updated through autograd.)
         """
-        cands = self.candidates(users)
+        cands, exposed = self._candidates_and_flags(users)
+        if self.data.fast:
+            from reinforcens.kernels import score_and_choose
+
+            m = self.model
+            log_p, choice = score_and_choose(
+                np_view(users.contiguous()), np_view(cands), np_view(m.user.weight),
+                np_view(m.item.weight), np_view(m.h), 1.0 / self.config.temperature,
+                draw_seed(self.generator),
+            )  # fmt: skip
+            log_p, choice = torch.from_numpy(log_p), torch.from_numpy(choice).unsqueeze(1)
+            items = cands.gather(1, choice).squeeze(1)
+            extra = {"candidates": cands, "choice": choice, "log_softmax": log_p}
+            if exposed is not None:
+                extra["chosen_exposed"] = exposed.gather(1, choice).squeeze(1)
+            return Negatives(items, log_p.gather(1, choice).squeeze(1), extra=extra)
         logits, pu, q = self.model.candidate_scores(users, cands)
         if self.config.temperature != 1.0:
             logits = logits.div_(self.config.temperature)
@@ -109,13 +139,23 @@ class RNSSampler(NegativeSampler):
         return Negatives(items, log_probs, extra=extra)
 
     def rewards(
-        self, users: torch.Tensor, items: torch.Tensor, recommender: GMF, neg_scores: torch.Tensor
+        self,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        recommender: GMF,
+        neg_scores: torch.Tensor,
+        exposed: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The three reward terms of each generated negative (all detached)."""
+        """The three reward terms of each generated negative (all detached).
+
+        ``exposed``: whether each item is exposed to its user, when the caller already knows.
+        """
         c = self.config
         out: dict[str, torch.Tensor] = {"hardness": -torch.sigmoid(-neg_scores.detach())}
         if self.uses_exposure:
-            out["overlap"] = self.data.is_exposed(users, items).to(neg_scores.dtype)
+            if exposed is None:
+                exposed = self.data.is_exposed(users, items)
+            out["overlap"] = exposed.to(neg_scores.dtype)
             if c.beta > 0:
                 with torch.no_grad():
                     pu = recommender.user.weight.index_select(0, users)
@@ -123,14 +163,15 @@ class RNSSampler(NegativeSampler):
                     exp_items, has = self.data.sample_exposed(users, 1, self.generator)
                     exp_q = recommender.item.weight.index_select(0, exp_items.squeeze(1).clamp(min=0))
                     exp_feat = (pu * exp_q)[has]
-                    out["mmd"] = mmd_reward(gen, exp_feat, c.bandwidths)
+                    out["mmd"] = mmd_reward(gen, exp_feat, c.bandwidths, compiled=self.data.fast)
             else:
                 out["mmd"] = torch.zeros_like(out["overlap"])
         return out
 
     def update(self, users, positives, negatives, recommender, neg_scores):
         c = self.config
-        r = self.rewards(users, negatives.items, recommender, neg_scores)
+        known = negatives.extra.get("chosen_exposed")
+        r = self.rewards(users, negatives.items, recommender, neg_scores, known)
         b1, b2 = self.baseline[0].to(neg_scores.dtype), self.baseline[1].to(neg_scores.dtype)
         hard = r["hardness"]
         total = torch.zeros_like(hard)
@@ -152,7 +193,9 @@ class RNSSampler(NegativeSampler):
             self.optimizer.step()
         overlap = r.get("overlap")
         if overlap is None:
-            overlap = self.data.is_exposed(users, negatives.items).to(hard.dtype)
+            if known is None:
+                known = self.data.is_exposed(users, negatives.items)
+            overlap = known.to(hard.dtype)
         zero = hard.new_zeros(())
         self._sums += torch.stack(
             [
@@ -175,6 +218,9 @@ class RNSSampler(NegativeSampler):
         and ``h``'s gradients. It equals the autograd path of :meth:`update` (tested).
         """
         ex = negatives.extra
+        if self.data.fast:
+            self._reinforce_step_compiled(users, ex, rewards)
+            return
         choice, pu, q, cands = ex["choice"], ex["user_rows"], ex["item_rows"], ex["candidates"]
         b, n, k = q.shape
         h = self.model.h.detach()
@@ -194,6 +240,26 @@ class RNSSampler(NegativeSampler):
                 grad_q = grad_q.view(b * n, k)
                 grad_q.index_add_(0, flat, q.view(b * n, k).index_select(0, flat), alpha=self.l2)
             self.optimizer.step_rows(users, grad_pu, cands, grad_q, grad_h)
+
+    def _reinforce_step_compiled(
+        self, users: torch.Tensor, ex: dict[str, torch.Tensor], rewards: torch.Tensor
+    ) -> None:
+        """:meth:`_reinforce_step` in one compiled pass (numba backend): same gradients, same update."""
+        from reinforcens.kernels import reinforce_adam_step
+
+        opt = self.optimizer
+        bc1, bc2 = opt._advance()
+        uw, um, uv = opt.user.arrays()
+        iw, im, iv = opt.item.arrays()
+        r = (rewards.detach().to(torch.float32) / self.config.temperature).contiguous()
+        cands = np_view(ex["candidates"])
+        reinforce_adam_step(
+            np_view(users.contiguous()), cands, np_view(ex["choice"].reshape(-1)),
+            np_view(ex["log_softmax"]), np_view(r), uw, iw, np_view(self.model.h), um, uv, im, iv,
+            np_view(opt.h_moments[0]), np_view(opt.h_moments[1]), *opt.user.buffers(cands.shape[0]),
+            *opt.item.buffers(cands.size), float(self.l2), opt.lr, opt.betas[0], opt.betas[1], opt.eps,
+            bc1, bc2,
+        )  # fmt: skip
 
     def epoch_end(self) -> dict[str, float]:
         sums = self._sums.cpu()
@@ -218,7 +284,7 @@ class RNSSampler(NegativeSampler):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer = GMFOptimizer(self.model, self.lr)
+        self.optimizer = GMFOptimizer(self.model, self.lr, backend=self.data.backend)
         if state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
         self.baseline = state["baseline"].clone().to(torch.float64).to(self.data.device)
@@ -256,7 +322,5 @@ class KBGANSampler(RNSSampler):
     name = "kbgan"
     Config = KBGANConfig
 
-    def candidates(self, users: torch.Tensor) -> torch.Tensor:
-        if self.config.exposed_candidates:
-            return super().candidates(users)
-        return self.data.sample_uniform(users, self.config.n_candidates, self.generator)
+    def _uniform_excludes_exposed(self) -> bool:
+        return self.config.exposed_candidates > 0

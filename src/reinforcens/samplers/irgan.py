@@ -32,10 +32,13 @@ class IRGANSampler(RNSSampler):
     name = "irgan"
     Config = IRGANConfig
 
-    def candidates(self, users: torch.Tensor) -> torch.Tensor:
-        return self.data.sample_uniform(users, self.config.n_candidates, self.generator)
+    def _candidates_and_flags(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        n = self.config.n_candidates
+        if self.data.fast:
+            return self.data.sample_candidates(users, n, 0, False, self.generator, flags=False)
+        return self.data.sample_uniform(users, n, self.generator), None
 
-    def rewards(self, users, items, recommender, neg_scores):
+    def rewards(self, users, items, recommender, neg_scores, exposed=None):
         return {"hardness": F.softplus(neg_scores.detach())}
 
     def ranking_model(self, recommender: GMF) -> GMF:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
+from reinforcens.backend import np_view
 from reinforcens.models.gmf import GMF
 from reinforcens.samplers.base import Negatives, NegativeSampler, SamplerConfig
 
@@ -67,6 +68,15 @@ class DNSSampler(NegativeSampler):
 
     def sample(self, users, positives, recommender: GMF):
         cands = self.data.sample_uniform(users, self.config.dns_candidates, self.generator)
+        if self.data.fast:
+            from reinforcens.kernels import best_candidate
+
+            m = recommender
+            best = best_candidate(
+                np_view(users.contiguous()), np_view(cands), np_view(m.user.weight),
+                np_view(m.item.weight), np_view(m.h),
+            )  # fmt: skip
+            return Negatives(cands.gather(1, torch.from_numpy(best).unsqueeze(1)).squeeze(1))
         scores = recommender.candidate_scores(users, cands)[0]
         best = scores.argmax(dim=1, keepdim=True)
         return Negatives(cands.gather(1, best).squeeze(1))

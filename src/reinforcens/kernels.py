@@ -1,0 +1,531 @@
+"""Compiled CPU kernels of the training hot path (numba).
+
+Each kernel does in one pass over a minibatch what the torch path does in a few dozen eager operations:
+draw negatives, score candidates, compute the BPR or REINFORCE gradients and apply the row-wise Adam
+update of :mod:`reinforcens.optim` to the rows of the batch only. They compute the same quantities as the
+torch path (tested against it), up to floating-point summation order.
+
+Random numbers are counter-based: draw ``c`` of a call with seed ``s`` is ``splitmix64(s + c * phi)``, so
+a result depends only on the seed (drawn by the caller from its ``torch.Generator``) and the position of
+the draw, never on the order in which rows are processed.
+
+All arrays are numpy views of CPU tensors (weights, moments), updated in place. Row merging: the
+gradients of a row that occurs several times in a batch are summed into one slot before the update;
+a ``slot`` array (one int64 per table row, ``-1`` when unused) maps a row to its slot, ``rows`` and
+``grads`` are the caller's scratch buffers of at least as many slots as the batch has row lookups, and
+every slot entry is reset to ``-1`` before a kernel returns.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+# Fast-math flags that allow vectorizing reductions but keep NaN and infinity semantics
+_FM = {"reassoc", "contract", "nsz", "arcp"}
+_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+
+_PHI = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_U2 = np.uint64(2)
+_U11 = np.uint64(11)
+_U27 = np.uint64(27)
+_U30 = np.uint64(30)
+_U31 = np.uint64(31)
+
+
+# ------------------------------------------------------------------------------- random numbers
+@njit(inline="always", **_JIT)
+def _rand64(seed, counter):
+    z = np.uint64(seed) + np.uint64(counter) * _PHI
+    z = (z ^ (z >> _U30)) * _MIX1
+    z = (z ^ (z >> _U27)) * _MIX2
+    return z ^ (z >> _U31)
+
+
+@njit(inline="always", **_JIT)
+def _below(seed, counter, n):
+    """Uniform in ``[0, n)`` from a 62-bit draw modulo ``n`` (bias below ``n / 2**62``)."""
+    return np.int64((_rand64(seed, counter) >> _U2) % np.uint64(n))
+
+
+@njit(inline="always", **_JIT)
+def _unit(seed, counter):
+    """Uniform float64 in ``[0, 1)``."""
+    return np.float64(_rand64(seed, counter) >> _U11) * (1.0 / 9007199254740992.0)
+
+
+def random_below(seed: int, counters: np.ndarray, n: int) -> np.ndarray:
+    """The kernels' draws ``_below(seed, counter, n)`` for an array of counters (for tests)."""
+    return _below_many(seed, np.asarray(counters, dtype=np.int64), n)
+
+
+@njit(**_JIT)
+def _below_many(seed, counters, n):
+    out = np.empty(counters.shape[0], np.int64)
+    for t in range(counters.shape[0]):
+        out[t] = _below(seed, counters[t], n)
+    return out
+
+
+# ---------------------------------------------------------------------------------- searching
+@njit(inline="always", **_JIT)
+def _count_le(keys, lo, hi, q):
+    """Number of ``keys[lo:hi]`` (sorted) that are ``<= q``; a branch-free binary search."""
+    base = lo
+    n = hi - lo
+    while n > 1:
+        half = n >> 1
+        if keys[base + half - 1] <= q:
+            base += half
+        n -= half
+    if n == 1 and keys[base] <= q:
+        base += 1
+    return base - lo
+
+
+@njit(inline="always", **_JIT)
+def _in_segment(keys, lo, hi, q):
+    k = lo + _count_le(keys, lo, hi, q)
+    return k > lo and keys[k - 1] == q
+
+
+@njit(**_JIT)
+def hash_build(keys, bits):
+    """Open-addressing hash set (linear probing) of non-negative int64 ``keys`` in ``2**bits`` slots."""
+    size = 1 << bits
+    mask = size - 1
+    shift = np.uint64(64 - bits)
+    table = np.full(size, -1, np.int64)
+    for t in range(keys.shape[0]):
+        key = keys[t]
+        h = np.int64((np.uint64(key) * _PHI) >> shift)
+        while table[h] != -1 and table[h] != key:
+            h = (h + 1) & mask
+        table[h] = key
+    return table
+
+
+@njit(inline="always", **_JIT)
+def _hash_has(table, shift, key):
+    mask = table.shape[0] - 1
+    h = np.int64((np.uint64(key) * _PHI) >> shift)
+    while True:
+        v = table[h]
+        if v == key:
+            return True
+        if v == -1:
+            return False
+        h = (h + 1) & mask
+
+
+@njit(**_JIT)
+def contains_segments(keys, indptr, users, items, n_items):
+    """Whether ``users[t] * n_items + items[t]`` is among the user's keys, for 1-D aligned arrays."""
+    out = np.zeros(users.shape[0], np.bool_)
+    for t in range(users.shape[0]):
+        u = users[t]
+        out[t] = _in_segment(keys, indptr[u], indptr[u + 1], u * n_items + items[t])
+    return out
+
+
+# ---------------------------------------------------------------------------------------- sampling
+@njit(inline="always", **_JIT)
+def _gap_draw(gaps, lo, hi, free, base, seed, counter):
+    """The item of a uniform rank among a user's allowed items (see ``training_data._gap_keys``)."""
+    k = _below(seed, counter, free)
+    return k + _count_le(gaps, lo, hi, base + k)
+
+
+@njit(**_JIT)
+def sample_uniform(users, n, gaps, indptr, free, n_items, table, shift, seed):
+    """``n`` uniform draws per user among the items not in the user's blocked set.
+
+    ``gaps``/``indptr``/``free`` describe the blocked set (gap keys); when ``table`` (a hash set of the
+    blocked keys, or empty) is given and at least half the items are allowed, a draw is a uniform item
+    rejected while blocked (at most 32 tries, then the exact gap draw: either way uniform). Draw ``c``
+    of row ``b`` uses counters ``64 * (b * n + c) + 0..63``.
+    """
+    b_count = users.shape[0]
+    out = np.empty((b_count, n), np.int64)
+    reject = table.shape[0] > 0
+    for b in range(b_count):
+        u = users[b]
+        lo = indptr[u]
+        hi = indptr[u + 1]
+        f = free[u]
+        base = u * n_items
+        rej = reject and 2 * f >= n_items
+        for c in range(n):
+            ctr = 64 * (b * n + c)
+            item = -1
+            if rej:
+                for a in range(32):
+                    j = _below(seed, ctr + a, n_items)
+                    if not _hash_has(table, shift, base + j):
+                        item = j
+                        break
+            if item < 0:
+                item = _gap_draw(gaps, lo, hi, f, base, seed, ctr + 63)
+            out[b, c] = item
+    return out
+
+
+@njit(**_JIT)
+def sample_segments(users, n, keys, indptr, n_items, seed):
+    """Uniform draws (with replacement) from each user's segment of sorted ``user * n_items + item``
+    keys; ``-1`` for users with an empty segment. Returns items (B, n) and ``has`` (B,)."""
+    b_count = users.shape[0]
+    out = np.full((b_count, n), -1, np.int64)
+    has = np.zeros(b_count, np.bool_)
+    for b in range(b_count):
+        u = users[b]
+        start = indptr[u]
+        count = indptr[u + 1] - start
+        if count <= 0:
+            continue
+        has[b] = True
+        base = u * n_items
+        for c in range(n):
+            out[b, c] = keys[start + _below(seed, b * n + c, count)] - base
+    return out, has
+
+
+@njit(**_JIT)
+def candidates(
+    users, n, n_exp, gaps, indptr, free, blocked_has_exposure, exp_keys, exp_indptr, n_items, flags, seed
+):
+    """``n`` candidates per user for a learned sampler, and whether each is an exposed-unclicked item.
+
+    The first ``n - n_exp`` are uniform draws with the gap keys ``gaps``; the last ``n_exp`` come from the
+    user's exposed-unclicked items (uniform draws too for users without any). ``blocked_has_exposure[u]``
+    says that user ``u``'s blocked set already excludes their exposures, so a uniform draw is never
+    exposed; otherwise it is looked up (only if ``flags``: else uniform draws are marked not exposed).
+    Returns ``cands`` (B, n) and ``exposed`` (B, n).
+    """
+    b_count = users.shape[0]
+    cands = np.empty((b_count, n), np.int64)
+    exposed = np.zeros((b_count, n), np.bool_)
+    for b in range(b_count):
+        u = users[b]
+        lo = indptr[u]
+        hi = indptr[u + 1]
+        f = free[u]
+        base = u * n_items
+        es = exp_indptr[u]
+        ee = exp_indptr[u + 1]
+        check = flags and ee > es and not blocked_has_exposure[u]
+        for c in range(n):
+            ctr = b * n + c
+            if c >= n - n_exp and ee > es:
+                cands[b, c] = exp_keys[es + _below(seed, ctr, ee - es)] - base
+                exposed[b, c] = True
+            else:
+                item = _gap_draw(gaps, lo, hi, f, base, seed, ctr)
+                cands[b, c] = item
+                if check:
+                    exposed[b, c] = _in_segment(exp_keys, es, ee, base + item)
+    return cands, exposed
+
+
+# ------------------------------------------------------------------------------------- row merging
+@njit(inline="always", **_JIT)
+def _slot(row, slot, rows, grads, n_used):
+    """The slot of ``row`` (a new one, zeroed, if the row has none yet)."""
+    s = slot[row]
+    if s < 0:
+        s = n_used
+        slot[row] = s
+        rows[s] = row
+        for k in range(grads.shape[1]):
+            grads[s, k] = 0.0
+    return s
+
+
+@njit(fastmath=_FM, **_JIT)
+def _adam_rows(rows, n_rows, grads, weight, exp_avg, exp_avg_sq, slot, step_size, b1, b2, eps):
+    """Adam on the first ``n_rows`` slots (float32 arithmetic, as the torch path's in-place updates)."""
+    k_dim = weight.shape[1]
+    w1 = np.float32(1.0 - b1)
+    w2 = np.float32(1.0 - b2)
+    b2 = np.float32(b2)
+    eps = np.float32(eps)
+    step_size = np.float32(step_size)
+    for s in range(n_rows):
+        r = rows[s]
+        slot[r] = -1
+        g = grads[s]
+        w = weight[r]
+        m = exp_avg[r]
+        v = exp_avg_sq[r]
+        for k in range(k_dim):
+            mk = m[k] + w1 * (g[k] - m[k])
+            vk = b2 * v[k] + w2 * g[k] * g[k]
+            m[k] = mk
+            v[k] = vk
+            w[k] -= step_size * mk / (np.sqrt(vk) + eps)
+
+
+@njit(fastmath=_FM, **_JIT)
+def adam_dense(grad, weight, exp_avg, exp_avg_sq, lr, b1, b2, eps, bc1, bc2):
+    """Dense Adam of a vector (``h``), as ``GMFOptimizer._step_h``."""
+    sq2 = math.sqrt(bc2)
+    for k in range(weight.shape[0]):
+        g = grad[k]
+        m = exp_avg[k] + (1.0 - b1) * (g - exp_avg[k])
+        v = b2 * exp_avg_sq[k] + (1.0 - b2) * g * g
+        exp_avg[k] = m
+        exp_avg_sq[k] = v
+        weight[k] -= lr / bc1 * m / (math.sqrt(v) / sq2 + eps)
+
+
+@njit(fastmath=_FM, **_JIT)
+def rowwise_adam(rows_in, grads_in, weight, exp_avg, exp_avg_sq, slot, rows, grads, step_size, b1, b2, eps):
+    """Row-wise Adam of one table: sum the gradients of repeated rows (1-D), then update each once."""
+    n_used = 0
+    for t in range(rows_in.shape[0]):
+        s = _slot(rows_in[t], slot, rows, grads, n_used)
+        if s == n_used:
+            n_used += 1
+        for k in range(grads.shape[1]):
+            grads[s, k] += grads_in[t, k]
+    _adam_rows(rows, n_used, grads, weight, exp_avg, exp_avg_sq, slot, step_size, b1, b2, eps)
+
+
+# ------------------------------------------------------------------------------------------- BPR
+@njit(fastmath=_FM, **_JIT)
+def bpr_adam_step(
+    users, pos, neg, user_w, item_w, h, user_m, user_v, item_m, item_v, h_m, h_v,
+    user_slot, user_rows, user_grads, item_slot, item_rows, item_grads,
+    l2, lr, b1, b2, eps, bc1, bc2, neg_scores,
+):  # fmt: skip
+    """One BPR step of a GMF with hand-computed gradients and the row-wise Adam update.
+
+    Computes what ``losses.bpr_with_grads`` and ``GMFOptimizer.step_rows`` compute: every gradient from
+    the weights before the step, then one Adam update per distinct row and one of ``h``. Writes the
+    pre-step negative scores into ``neg_scores`` and returns the summed loss (float64).
+    """
+    b_count = users.shape[0]
+    k_dim = h.shape[0]
+    gh = np.zeros(k_dim, np.float32)
+    n_u = 0
+    n_i = 0
+    loss = 0.0
+    l2f = np.float32(l2)
+    for b in range(b_count):
+        u = users[b]
+        i = pos[b]
+        j = neg[b]
+        x = np.float32(0.0)
+        sj = np.float32(0.0)
+        sq = np.float32(0.0)
+        for k in range(k_dim):
+            ph = user_w[u, k] * h[k]
+            x += ph * (item_w[i, k] - item_w[j, k])
+            sj += ph * item_w[j, k]
+            sq += user_w[u, k] * user_w[u, k] + item_w[i, k] * item_w[i, k] + item_w[j, k] * item_w[j, k]
+        neg_scores[b] = sj
+        # loss softplus(-x) and s = sigmoid(-x), both stable
+        z = -float(x)
+        if z > 0:
+            loss += z + math.log1p(math.exp(-z))
+            s = np.float32(1.0 / (1.0 + math.exp(-z)))
+        else:
+            ez = math.exp(z)
+            loss += math.log1p(ez)
+            s = np.float32(ez / (1.0 + ez))
+        loss += 0.5 * l2 * float(sq)
+        su = _slot(u, user_slot, user_rows, user_grads, n_u)
+        if su == n_u:
+            n_u += 1
+        si = _slot(i, item_slot, item_rows, item_grads, n_i)
+        if si == n_i:
+            n_i += 1
+        sn = _slot(j, item_slot, item_rows, item_grads, n_i)
+        if sn == n_i:
+            n_i += 1
+        for k in range(k_dim):
+            pu = user_w[u, k]
+            qi = item_w[i, k]
+            qj = item_w[j, k]
+            t = s * h[k]
+            user_grads[su, k] += l2f * pu - t * (qi - qj)
+            item_grads[si, k] += l2f * qi - t * pu
+            item_grads[sn, k] += l2f * qj + t * pu
+            gh[k] -= s * pu * (qi - qj)
+    step_size = lr * math.sqrt(bc2) / bc1
+    _adam_rows(user_rows, n_u, user_grads, user_w, user_m, user_v, user_slot, step_size, b1, b2, eps)
+    _adam_rows(item_rows, n_i, item_grads, item_w, item_m, item_v, item_slot, step_size, b1, b2, eps)
+    adam_dense(gh, h, h_m, h_v, lr, b1, b2, eps, bc1, bc2)
+    return loss
+
+
+# ------------------------------------------------------------------------------ learned samplers
+@njit(fastmath=_FM, **_JIT)
+def score_and_choose(users, cands, user_w, item_w, h, inv_temp, seed):
+    """Log-softmax of ``h . (p_u * q_c) / T`` over each row of candidates, and one draw from it.
+
+    The draw inverts the softmax's distribution function at one uniform number per row (counter
+    ``b``); it has the distribution of the torch path's Gumbel-max draw. Returns ``log_p`` (B, N)
+    float32 and ``choice`` (B,) int64.
+    """
+    b_count, n = cands.shape
+    k_dim = h.shape[0]
+    log_p = np.empty((b_count, n), np.float32)
+    choice = np.empty(b_count, np.int64)
+    ph = np.empty(k_dim, np.float32)
+    for b in range(b_count):
+        u = users[b]
+        for k in range(k_dim):
+            ph[k] = user_w[u, k] * h[k]
+        top = -np.inf
+        for c in range(n):
+            item = cands[b, c]
+            z = np.float32(0.0)
+            for k in range(k_dim):
+                z += ph[k] * item_w[item, k]
+            z = z * inv_temp
+            log_p[b, c] = z
+            top = max(top, float(z))
+        acc = 0.0
+        for c in range(n):
+            acc += math.exp(float(log_p[b, c]) - top)
+        lse = top + math.log(acc)
+        for c in range(n):
+            log_p[b, c] = np.float32(float(log_p[b, c]) - lse)
+        # inverse CDF; the target is scaled by the float64 sum so rounding cannot skip the last item
+        target = _unit(seed, b) * acc
+        run = 0.0
+        pick = n - 1
+        for c in range(n):
+            run += math.exp(float(log_p[b, c]) + lse - top)
+            if run > target:
+                pick = c
+                break
+        choice[b] = pick
+    return log_p, choice
+
+
+@njit(fastmath=_FM, **_JIT)
+def reinforce_adam_step(
+    users, cands, choice, log_p, rewards, user_w, item_w, h, user_m, user_v, item_m, item_v, h_m, h_v,
+    user_slot, user_rows, user_grads, item_slot, item_rows, item_grads, l2, lr, b1, b2, eps, bc1, bc2,
+):  # fmt: skip
+    """One REINFORCE step of the sampler's GMF, gradients by hand, row-wise Adam.
+
+    ``rewards`` are already divided by the temperature. With ``pi = exp(log_p)``:
+    ``dL/dz_bc = R_b (pi_bc - 1[c = choice_b])``; the item rows get ``dz * p_u * h`` (plus ``l2 * q`` for
+    the chosen one), the user row ``h * sum_c dz_bc q_c + l2 * p_u``, ``h`` ``sum_b p_u * sum_c dz q_c``.
+    """
+    b_count, n = cands.shape
+    k_dim = h.shape[0]
+    gh = np.zeros(k_dim, np.float32)
+    gq = np.empty(k_dim, np.float32)
+    ph = np.empty(k_dim, np.float32)
+    l2f = np.float32(l2)
+    n_u = 0
+    n_i = 0
+    for b in range(b_count):
+        u = users[b]
+        r = rewards[b]
+        for k in range(k_dim):
+            gq[k] = 0.0
+            ph[k] = user_w[u, k] * h[k]
+        for c in range(n):
+            item = cands[b, c]
+            dz = r * np.float32(math.exp(log_p[b, c]))
+            chosen = c == choice[b]
+            if chosen:
+                dz -= r
+            si = _slot(item, item_slot, item_rows, item_grads, n_i)
+            if si == n_i:
+                n_i += 1
+            for k in range(k_dim):
+                item_grads[si, k] += dz * ph[k]
+                gq[k] += dz * item_w[item, k]
+            if chosen and l2 > 0:
+                for k in range(k_dim):
+                    item_grads[si, k] += l2f * item_w[item, k]
+        su = _slot(u, user_slot, user_rows, user_grads, n_u)
+        if su == n_u:
+            n_u += 1
+        for k in range(k_dim):
+            gh[k] += user_w[u, k] * gq[k]
+            user_grads[su, k] += gq[k] * h[k] + l2f * user_w[u, k]
+    step_size = lr * math.sqrt(bc2) / bc1
+    _adam_rows(user_rows, n_u, user_grads, user_w, user_m, user_v, user_slot, step_size, b1, b2, eps)
+    _adam_rows(item_rows, n_i, item_grads, item_w, item_m, item_v, item_slot, step_size, b1, b2, eps)
+    adam_dense(gh, h, h_m, h_v, lr, b1, b2, eps, bc1, bc2)
+
+
+@njit(fastmath=_FM, **_JIT)
+def best_candidate(users, cands, user_w, item_w, h):
+    """Index of the highest-scored candidate of each row (DNS); the first on ties."""
+    b_count, n = cands.shape
+    k_dim = h.shape[0]
+    out = np.empty(b_count, np.int64)
+    ph = np.empty(k_dim, np.float32)
+    for b in range(b_count):
+        u = users[b]
+        for k in range(k_dim):
+            ph[k] = user_w[u, k] * h[k]
+        best = -np.inf
+        pick = 0
+        for c in range(n):
+            item = cands[b, c]
+            z = np.float32(0.0)
+            for k in range(k_dim):
+                z += ph[k] * item_w[item, k]
+            if z > best:
+                best = z
+                pick = c
+        out[b] = pick
+    return out
+
+
+# ------------------------------------------------------------------------------------------- MMD
+@njit(fastmath=_FM, **_JIT)
+def mmd_reduce(dots, sq_x, sq_g, m, coef, cs, out):
+    """The per-instance MMD reward from the cross products of ``mmd.mmd_reward``.
+
+    ``dots[x, b] = <x_x, g_b>`` for the ``m`` exposed rows followed by the generated rows,
+    ``sq_x``/``sq_g`` the squared norms. The kernel sum minus its constant is the polynomial ``coef``
+    in ``d^2`` (Horner, ``coef[0]`` unused) when ``coef`` is not empty, else ``sum_s expm1(-d^2 c_s)``.
+    ``out[b] = 2 * mean_exposed k - 2 * mean_generated k``.
+    """
+    n_x, b_count = dots.shape
+    eg = np.zeros(b_count, np.float64)
+    gg = np.zeros(b_count, np.float64)
+    d2 = np.empty(b_count, np.float32)
+    r = np.empty(b_count, np.float32)
+    degree = coef.shape[0] - 1
+    two = np.float32(2.0)
+    zero = np.float32(0.0)
+    for x in range(n_x):
+        acc = eg if x < m else gg
+        sx = sq_x[x]
+        row = dots[x]
+        for b in range(b_count):
+            d2[b] = max(sx + sq_g[b] - two * row[b], zero)
+        if degree > 0:
+            top = coef[degree]
+            for b in range(b_count):
+                r[b] = d2[b] * top
+            for p in range(degree - 1, 0, -1):
+                cp = coef[p]
+                for b in range(b_count):
+                    r[b] = (r[b] + cp) * d2[b]
+        else:
+            for b in range(b_count):
+                r[b] = zero
+            for c in cs:
+                for b in range(b_count):
+                    r[b] += np.float32(math.expm1(-float(d2[b]) * c))
+        for b in range(b_count):
+            acc[b] += r[b]
+    n_g = n_x - m
+    for b in range(b_count):
+        out[b] = 2.0 * (eg[b] / m - gg[b] / n_g)

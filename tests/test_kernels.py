@@ -1,0 +1,215 @@
+"""The compiled (numba) backend computes what the torch backend computes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from test_sampler_contract import build, model_for, sampler_for
+
+from reinforcens import backend as be
+from reinforcens import kernels
+from reinforcens.errors import ConfigError
+from reinforcens.mmd import gaussian_kernel, mmd_reward
+from reinforcens.models.gmf import GMF
+from reinforcens.optim import GMFOptimizer
+from reinforcens.samplers.base import Negatives
+
+
+def _twins(n_users=30, n_items=40, dim=6):
+    a = GMF(n_users, n_items, dim, generator=torch.Generator().manual_seed(1))
+    b = GMF(n_users, n_items, dim, generator=torch.Generator().manual_seed(1))
+    return a, b
+
+
+def _assert_same_state(opt_a: GMFOptimizer, opt_b: GMFOptimizer, rtol=1e-5, atol=1e-6):
+    for a, b in zip(opt_a.model.parameters(), opt_b.model.parameters(), strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=rtol, atol=atol)
+    for key in ("user_exp_avg", "user_exp_avg_sq", "item_exp_avg", "item_exp_avg_sq", "h_exp_avg"):
+        torch.testing.assert_close(opt_a.state_dict()[key], opt_b.state_dict()[key], rtol=rtol, atol=atol)
+
+
+# ------------------------------------------------------------------------------------ choosing
+def test_backend_resolution(monkeypatch):
+    cpu = torch.device("cpu")
+    assert be.resolve_backend("torch", cpu) == "torch"
+    assert be.resolve_backend("numba", cpu) == "numba"
+    assert be.resolve_backend("auto", cpu) == "numba"
+    assert be.resolve_backend("auto", torch.device("cuda")) == "torch"
+    with pytest.raises(ConfigError, match="CPU only"):
+        be.resolve_backend("numba", torch.device("cuda"))
+    with pytest.raises(ConfigError, match="'backend'"):
+        be.resolve_backend("fortran", cpu)
+    monkeypatch.setattr(be, "numba_available", lambda: False)
+    assert be.resolve_backend("auto", cpu) == "torch"
+    with pytest.raises(ConfigError, match="not installed"):
+        be.resolve_backend("numba", cpu)
+
+
+def test_optimizer_refuses_an_unknown_backend():
+    m, _ = _twins()
+    with pytest.raises(ValueError, match="backend"):
+        GMFOptimizer(m, 0.1, backend="fortran")
+
+
+# ----------------------------------------------------------------------------------- optimizer
+@pytest.mark.parametrize("l2", [0.0, 0.1])
+def test_bpr_step_backends_agree(l2):
+    """Several BPR steps with repeated rows: same losses, scores, weights and moments."""
+    g = torch.Generator().manual_seed(0)
+    ref, fast = _twins()
+    opt_ref, opt_fast = GMFOptimizer(ref, 0.05), GMFOptimizer(fast, 0.05, backend="numba")
+    for _ in range(6):
+        u = torch.randint(0, 30, (64,), generator=g)
+        i, j = torch.randint(0, 40, (64,), generator=g), torch.randint(0, 40, (64,), generator=g)
+        loss_ref, s_ref = opt_ref.bpr_step(u, i, j, l2)
+        loss_fast, s_fast = opt_fast.bpr_step(u, i, j, l2)
+        assert loss_fast == pytest.approx(float(loss_ref), rel=1e-5)
+        torch.testing.assert_close(s_fast, s_ref, rtol=1e-5, atol=1e-6)
+    assert opt_fast.steps == opt_ref.steps == 6
+    _assert_same_state(opt_ref, opt_fast)
+
+
+def test_step_rows_backends_agree():
+    g = torch.Generator().manual_seed(1)
+    ref, fast = _twins()
+    opt_ref, opt_fast = GMFOptimizer(ref, 0.02), GMFOptimizer(fast, 0.02, backend="numba")
+    for step in range(4):
+        u = torch.randint(0, 30, (2, 50), generator=g)  # any shape, many repeats
+        i = torch.randint(0, 40, (70,), generator=g)
+        gu, gi = torch.randn(2, 50, 6, generator=g), torch.randn(70, 6, generator=g)
+        gh = torch.randn(6, generator=g) if step % 2 else None
+        opt_ref.step_rows(u, gu, i, gi, gh)
+        opt_fast.step_rows(u, gu, i, gi, gh)
+    _assert_same_state(opt_ref, opt_fast)
+
+
+def test_compiled_optimizer_refuses_a_gpu_model():
+    m, _ = _twins()
+    m.h = torch.nn.Parameter(torch.ones(6, device="meta"))
+    with pytest.raises(ValueError, match="CPU only"):
+        GMFOptimizer(m, 0.1, backend="numba")
+
+
+# --------------------------------------------------------------------------------- learned samplers
+@pytest.mark.parametrize("name", ["rns", "kbgan", "rns-es"])
+def test_compiled_reinforce_step_equals_torch_step(name):
+    """Same candidates and choice: the compiled log-softmax and REINFORCE update equal the torch ones."""
+    _, fast_td = build(5, backend="numba")
+    _, ref_td = build(5, backend="torch")
+    users, pos = fast_td.pos_users[:150], fast_td.pos_items[:150]
+    fast, ref = sampler_for(name, fast_td, seed=3), sampler_for(name, ref_td, seed=3)
+    ref.model.load_state_dict(fast.model.state_dict())
+    rec = model_for(fast_td)
+    neg = fast.sample(users, pos, rec)
+    cands, choice = neg.extra["candidates"], neg.extra["choice"]
+    logits, pu, q = ref.model.candidate_scores(users, cands)
+    log_p = torch.log_softmax(logits / ref.config.temperature, 1)
+    torch.testing.assert_close(neg.extra["log_softmax"], log_p, rtol=1e-5, atol=1e-6)
+    extra = {"candidates": cands, "choice": choice, "log_softmax": log_p, "user_rows": pu, "item_rows": q}
+    ref_neg = Negatives(neg.items, log_p.gather(1, choice).squeeze(1), extra)
+    scores = rec(users, neg.items).detach()
+    rewards = torch.randn(users.shape[0], generator=torch.Generator().manual_seed(0))
+    fast._reinforce_step(users, neg, rewards)
+    ref._reinforce_step(users, ref_neg, rewards)
+    _assert_same_state(ref.optimizer, fast.optimizer)
+    # and the whole update (rewards, MMD, overlap from the kept flags) agrees too
+    fast2, ref2 = sampler_for(name, fast_td, seed=4), sampler_for(name, ref_td, seed=4)
+    ref2.model.load_state_dict(fast2.model.state_dict())
+    gen_state = fast2.generator.get_state()
+    fast2.update(users, pos, neg, rec, scores)
+    ref2.generator.set_state(gen_state)
+    # the torch path draws the MMD's exposed items with its own stream: compare the terms it shares
+    sums_fast = fast2._sums.clone()
+    ref2.update(users, pos, ref_neg, rec, scores)
+    torch.testing.assert_close(sums_fast[[0, 2, 5]], ref2._sums[[0, 2, 5]])
+
+
+def test_compiled_draw_follows_the_softmax():
+    """Many draws over fixed candidates: frequencies match softmax(logits) (chi-square)."""
+    rng = np.random.default_rng(0)
+    n_items, dim, n = 12, 4, 6
+    user_w = rng.normal(0, 0.7, (1, dim)).astype(np.float32)
+    item_w = rng.normal(0, 0.7, (n_items, dim)).astype(np.float32)
+    h = np.ones(dim, np.float32)
+    rows = 60000
+    users = np.zeros(rows, np.int64)
+    cands = np.tile(np.arange(n, dtype=np.int64), (rows, 1))
+    log_p, choice = kernels.score_and_choose(users, cands, user_w, item_w, h, 2.0, 12345)  # T = 0.5
+    z = ((user_w[0] * h) @ item_w[:n].T).astype(np.float64) / 0.5
+    want = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    np.testing.assert_allclose(np.exp(log_p[0]), want, rtol=1e-5)
+    counts = np.bincount(choice, minlength=n)
+    assert stats.chisquare(counts, want * rows).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("scale", [0.01, 0.5, 30.0])
+def test_compiled_mmd_equals_kernel_definition(scale):
+    g = torch.Generator().manual_seed(0)
+    gen = torch.randn(40, 8, generator=g) * scale
+    exp = (torch.randn(25, 8, generator=g) + 0.5) * scale
+    want = 2 * gaussian_kernel(exp.double(), gen.double()).mean(0) - 2 * gaussian_kernel(
+        gen.double(), gen.double()
+    ).mean(0)
+    got = mmd_reward(gen, exp, compiled=True)
+    assert got.dtype == torch.float32
+    tol = 1e-4 * float(want.abs().max()) + 1e-9
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=tol)
+    torch.testing.assert_close(got, mmd_reward(gen, exp), rtol=1e-4, atol=tol)
+    assert torch.equal(mmd_reward(gen, exp[:0], compiled=True), torch.zeros(40))
+
+
+# ------------------------------------------------------------------------------------- sampling
+@pytest.mark.parametrize("n", [1, 5])
+@pytest.mark.parametrize("exclude", [False, True])
+def test_compiled_uniform_draws_cover_exactly_the_allowed_items(n, exclude):
+    """One draw per row (hash-set rejection) and several (gap keys): exact support, uniform."""
+    _, td = build(6, backend="numba")
+    gen = torch.Generator().manual_seed(0)
+    every = torch.arange(td.n_items)
+    for user in range(td.n_users):
+        items = td.sample_uniform(torch.full((6000 // n,), user), n, gen, exclude_exposed=exclude)
+        u = torch.full_like(every, user)
+        allowed = ~td.is_clicked(u, every)
+        if exclude and bool((allowed & ~td.is_exposed(u, every)).any()):
+            allowed &= ~td.is_exposed(u, every)
+        counts = torch.bincount(items.reshape(-1), minlength=td.n_items)
+        assert torch.equal(counts > 0, allowed), (user, exclude)
+        expected = counts.sum().item() / int(allowed.sum())
+        assert stats.chisquare(counts[allowed].numpy(), np.full(int(allowed.sum()), expected)).pvalue > 1e-4
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_candidate_flags_are_exposure(exclude):
+    _, td = build(7, backend="numba")
+    users = torch.arange(td.n_users).repeat(5)
+    gen = torch.Generator().manual_seed(0)
+    cands, flags = td.sample_candidates(users, 10, 2, exclude, gen)
+    truth = td.is_exposed(users[:, None].expand_as(cands), cands)
+    assert torch.equal(flags, truth)
+    assert not bool(td.is_clicked(users[:, None].expand_as(cands), cands).any())
+    has = td.exposure_counts(users) > 0
+    assert bool(flags[has, -2:].all())
+    if exclude:
+        assert not bool(flags[has, :-2].any())
+    torch_td = build(7)[1]
+    with pytest.raises(RuntimeError, match="numba"):
+        torch_td.sample_candidates(users, 10, 2, exclude, gen)
+
+
+def test_counter_random_numbers_are_uniform_and_seeded():
+    a = kernels.random_below(7, np.arange(50000), 10)
+    assert stats.chisquare(np.bincount(a, minlength=10)).pvalue > 1e-3
+    assert np.array_equal(a, kernels.random_below(7, np.arange(50000), 10))
+    assert not np.array_equal(a, kernels.random_below(8, np.arange(50000), 10))
+
+
+def test_hash_set_membership_equals_isin():
+    rng = np.random.default_rng(0)
+    keys = np.unique(rng.integers(0, 10**9, 5000))
+    table = kernels.hash_build(keys, 13)
+    shift = 64 - 13
+    probes = np.concatenate([keys, rng.integers(0, 10**9, 5000)])
+    got = np.array([kernels._hash_has(table, shift, int(k)) for k in probes])
+    assert np.array_equal(got, np.isin(probes, keys))
