@@ -13,9 +13,9 @@ import dataclasses
 import time
 from pathlib import Path
 
-import torch
 from torch.profiler import ProfilerActivity, profile
 
+from reinforcens.backend import set_threads
 from reinforcens.cli.bench import OUR_METHODS, _our_method, default_cache, ensure_prepared
 from reinforcens.config import TrainConfig
 from reinforcens.data.prepared import load_prepared
@@ -33,7 +33,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=25, help="operators to show")
     args = p.parse_args()
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     prep = ensure_prepared(args.preset, Path(args.cache) if args.cache else default_cache())
     data = load_prepared(prep)
     trainer = Trainer(data, TrainConfig.build(device=args.device), None, progress=False)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+
+from reinforcens.backend import set_threads
 
 # tests run in parallel processes on 2 cores: one intra-op thread each avoids oversubscription
-torch.set_num_threads(1)
+set_threads(1)
 
 
 def random_frame(

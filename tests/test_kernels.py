@@ -213,3 +213,41 @@ def test_hash_set_membership_equals_isin():
     probes = np.concatenate([keys, rng.integers(0, 10**9, 5000)])
     got = np.array([kernels._hash_has(table, shift, int(k)) for k in probes])
     assert np.array_equal(got, np.isin(probes, keys))
+
+
+def test_parallel_kernels_do_not_depend_on_the_number_of_parts(monkeypatch):
+    """Rows are split among workers, but each row's gradient is summed in batch order: bit-identical."""
+    import reinforcens.optim as optim_mod
+    import reinforcens.samplers.adversarial as adv_mod
+
+    results = []
+    for parts in (1, 3):
+        monkeypatch.setattr(optim_mod, "kernel_parts", lambda p=parts: p)
+        monkeypatch.setattr(adv_mod, "kernel_parts", lambda p=parts: p)
+        g = torch.Generator().manual_seed(0)
+        m, _ = _twins()
+        opt = GMFOptimizer(m, 0.05, backend="numba")
+        for _ in range(3):
+            u = torch.randint(0, 30, (64,), generator=g)
+            i, j = torch.randint(0, 40, (64,), generator=g), torch.randint(0, 40, (64,), generator=g)
+            opt.bpr_step(u, i, j, 0.1)
+        _, td = build(5, backend="numba")
+        s = sampler_for("rns", td, seed=3)
+        users, pos = td.pos_users[:100], td.pos_items[:100]
+        neg = s.sample(users, pos, m)
+        s.update(users, pos, neg, m, m(users, neg.items).detach())
+        results.append([p.detach().clone() for p in (*m.parameters(), *s.model.parameters())])
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_compiled_list_scores_equal_torch_scores():
+    from reinforcens.models.gmf import TorchScorer
+
+    m, _ = _twins()
+    g = np.random.default_rng(0)
+    users, items = g.integers(0, 30, 50), g.integers(0, 40, (50, 7))
+    got = TorchScorer(m).score(users, items)
+    want = m.score_lists(torch.as_tensor(users), torch.as_tensor(items)).double().numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert got.dtype == np.float64

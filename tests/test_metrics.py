@@ -429,3 +429,17 @@ def test_expected_auc_rejects_bad_probs():
         expected_auc(np.zeros((2, 2)), np.array([[0.5, 0.5], [0.5, 1.5]]))
     with pytest.raises(DataError, match="probs have shape"):
         expected_auc(np.zeros((2, 2)), np.zeros((2, 3)))
+
+
+@settings(deadline=None)
+@given(padded_lists())
+def test_compiled_list_metrics_equal_the_numpy_ones(data):
+    """The compiled per-row pass and the vectorized numpy pass give the same AUC and NDCG (ties too)."""
+    from reinforcens.metrics import _check_lists, _list_metrics_arrays
+
+    s, y, m = _check_lists(*data)
+    auc_c, ndcg_c = _list_metrics_arrays(s, y, m, compiled=True)
+    auc_n, ndcg_n = _list_metrics_arrays(s, y, m, compiled=False)
+    np.testing.assert_allclose(auc_c, auc_n, atol=1e-12)
+    np.testing.assert_allclose(ndcg_c, ndcg_n, atol=1e-12)
+    assert np.array_equal(np.isnan(auc_c), np.isnan(auc_n))

@@ -54,3 +54,20 @@ def draw_seed(generator: torch.Generator) -> int:
 def np_view(t: torch.Tensor) -> np.ndarray:
     """The numpy array sharing ``t``'s memory (a CPU tensor, contiguous)."""
     return t.detach().numpy()
+
+
+def kernel_parts() -> int:
+    """How many workers the parallel kernels split a batch's table rows into: numba's thread count
+    (:func:`set_threads`). Results do not depend on it (see :func:`reinforcens.kernels.bpr_adam_step`)."""
+    import numba
+
+    return int(numba.get_num_threads())
+
+
+def set_threads(n: int) -> None:
+    """Use ``n`` threads in torch and, when installed, in the compiled kernels."""
+    torch.set_num_threads(n)
+    if numba_available():
+        import numba
+
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))

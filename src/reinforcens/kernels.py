@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 # Fast-math flags that allow vectorizing reductions but keep NaN and infinity semantics
 _FM = {"reassoc", "contract", "nsz", "arcp"}
@@ -140,7 +140,7 @@ def _gap_draw(gaps, lo, hi, free, base, seed, counter):
     return k + _count_le(gaps, lo, hi, base + k)
 
 
-@njit(**_JIT)
+@njit(parallel=True, **_JIT)
 def sample_uniform(users, n, gaps, indptr, free, n_items, table, shift, seed):
     """``n`` uniform draws per user among the items not in the user's blocked set.
 
@@ -152,7 +152,7 @@ def sample_uniform(users, n, gaps, indptr, free, n_items, table, shift, seed):
     b_count = users.shape[0]
     out = np.empty((b_count, n), np.int64)
     reject = table.shape[0] > 0
-    for b in range(b_count):
+    for b in prange(b_count):
         u = users[b]
         lo = indptr[u]
         hi = indptr[u + 1]
@@ -174,14 +174,14 @@ def sample_uniform(users, n, gaps, indptr, free, n_items, table, shift, seed):
     return out
 
 
-@njit(**_JIT)
+@njit(parallel=True, **_JIT)
 def sample_segments(users, n, keys, indptr, n_items, seed):
     """Uniform draws (with replacement) from each user's segment of sorted ``user * n_items + item``
     keys; ``-1`` for users with an empty segment. Returns items (B, n) and ``has`` (B,)."""
     b_count = users.shape[0]
     out = np.full((b_count, n), -1, np.int64)
     has = np.zeros(b_count, np.bool_)
-    for b in range(b_count):
+    for b in prange(b_count):
         u = users[b]
         start = indptr[u]
         count = indptr[u + 1] - start
@@ -194,7 +194,7 @@ def sample_segments(users, n, keys, indptr, n_items, seed):
     return out, has
 
 
-@njit(**_JIT)
+@njit(parallel=True, **_JIT)
 def candidates(
     users, n, n_exp, gaps, indptr, free, blocked_has_exposure, exp_keys, exp_indptr, n_items, flags, seed
 ):
@@ -209,7 +209,7 @@ def candidates(
     b_count = users.shape[0]
     cands = np.empty((b_count, n), np.int64)
     exposed = np.zeros((b_count, n), np.bool_)
-    for b in range(b_count):
+    for b in prange(b_count):
         u = users[b]
         lo = indptr[u]
         hi = indptr[u + 1]
@@ -296,26 +296,28 @@ def rowwise_adam(rows_in, grads_in, weight, exp_avg, exp_avg_sq, slot, rows, gra
 
 
 # ------------------------------------------------------------------------------------------- BPR
-@njit(fastmath=_FM, **_JIT)
+@njit(parallel=True, fastmath=_FM, **_JIT)
 def bpr_adam_step(
     users, pos, neg, user_w, item_w, h, user_m, user_v, item_m, item_v, h_m, h_v,
     user_slot, user_rows, user_grads, item_slot, item_rows, item_grads,
-    l2, lr, b1, b2, eps, bc1, bc2, neg_scores,
+    l2, lr, b1, b2, eps, bc1, bc2, neg_scores, parts,
 ):  # fmt: skip
     """One BPR step of a GMF with hand-computed gradients and the row-wise Adam update.
 
     Computes what ``losses.bpr_with_grads`` and ``GMFOptimizer.step_rows`` compute: every gradient from
     the weights before the step, then one Adam update per distinct row and one of ``h``. Writes the
     pre-step negative scores into ``neg_scores`` and returns the summed loss (float64).
+
+    Parallel and deterministic: the scores are computed per row in parallel; then ``parts`` workers
+    each own the table rows ``r`` with ``r % parts`` equal to their index, sum those rows' gradients in
+    batch order (so the result does not depend on ``parts``) into their own region of the scratch
+    buffers (``parts * B`` user and ``parts * 2B`` item slots), and update them.
     """
     b_count = users.shape[0]
     k_dim = h.shape[0]
-    gh = np.zeros(k_dim, np.float32)
-    n_u = 0
-    n_i = 0
-    loss = 0.0
-    l2f = np.float32(l2)
-    for b in range(b_count):
+    sig = np.empty(b_count, np.float32)
+    losses = np.empty(b_count, np.float64)
+    for b in prange(b_count):
         u = users[b]
         i = pos[b]
         j = neg[b]
@@ -331,54 +333,84 @@ def bpr_adam_step(
         # loss softplus(-x) and s = sigmoid(-x), both stable
         z = -float(x)
         if z > 0:
-            loss += z + math.log1p(math.exp(-z))
-            s = np.float32(1.0 / (1.0 + math.exp(-z)))
+            losses[b] = z + math.log1p(math.exp(-z)) + 0.5 * l2 * float(sq)
+            sig[b] = np.float32(1.0 / (1.0 + math.exp(-z)))
         else:
             ez = math.exp(z)
-            loss += math.log1p(ez)
-            s = np.float32(ez / (1.0 + ez))
-        loss += 0.5 * l2 * float(sq)
-        su = _slot(u, user_slot, user_rows, user_grads, n_u)
-        if su == n_u:
-            n_u += 1
-        si = _slot(i, item_slot, item_rows, item_grads, n_i)
-        if si == n_i:
-            n_i += 1
-        sn = _slot(j, item_slot, item_rows, item_grads, n_i)
-        if sn == n_i:
-            n_i += 1
+            losses[b] = math.log1p(ez) + 0.5 * l2 * float(sq)
+            sig[b] = np.float32(ez / (1.0 + ez))
+    loss = 0.0
+    gh = np.zeros(k_dim, np.float32)
+    for b in range(b_count):
+        loss += losses[b]
+        u = users[b]
+        i = pos[b]
+        j = neg[b]
         for k in range(k_dim):
-            pu = user_w[u, k]
-            qi = item_w[i, k]
-            qj = item_w[j, k]
-            t = s * h[k]
-            user_grads[su, k] += l2f * pu - t * (qi - qj)
-            item_grads[si, k] += l2f * qi - t * pu
-            item_grads[sn, k] += l2f * qj + t * pu
-            gh[k] -= s * pu * (qi - qj)
+            gh[k] -= sig[b] * user_w[u, k] * (item_w[i, k] - item_w[j, k])
+    l2f = np.float32(l2)
+    used_u = np.zeros(parts, np.int64)
+    used_i = np.zeros(parts, np.int64)
+    for t in prange(parts):
+        ur = user_rows[t * b_count : (t + 1) * b_count]
+        ug = user_grads[t * b_count : (t + 1) * b_count]
+        ir = item_rows[t * 2 * b_count : (t + 1) * 2 * b_count]
+        ig = item_grads[t * 2 * b_count : (t + 1) * 2 * b_count]
+        n_u = 0
+        n_i = 0
+        for b in range(b_count):
+            u = users[b]
+            i = pos[b]
+            j = neg[b]
+            s = sig[b]
+            if u % parts == t:
+                su = _slot(u, user_slot, ur, ug, n_u)
+                if su == n_u:
+                    n_u += 1
+                for k in range(k_dim):
+                    ug[su, k] += l2f * user_w[u, k] - s * h[k] * (item_w[i, k] - item_w[j, k])
+            if i % parts == t:
+                si = _slot(i, item_slot, ir, ig, n_i)
+                if si == n_i:
+                    n_i += 1
+                for k in range(k_dim):
+                    ig[si, k] += l2f * item_w[i, k] - s * h[k] * user_w[u, k]
+            if j % parts == t:
+                sn = _slot(j, item_slot, ir, ig, n_i)
+                if sn == n_i:
+                    n_i += 1
+                for k in range(k_dim):
+                    ig[sn, k] += l2f * item_w[j, k] + s * h[k] * user_w[u, k]
+        used_u[t] = n_u
+        used_i[t] = n_i
     step_size = lr * math.sqrt(bc2) / bc1
-    _adam_rows(user_rows, n_u, user_grads, user_w, user_m, user_v, user_slot, step_size, b1, b2, eps)
-    _adam_rows(item_rows, n_i, item_grads, item_w, item_m, item_v, item_slot, step_size, b1, b2, eps)
+    for t in prange(parts):  # after every gradient is summed: they read the pre-step weights
+        ur = user_rows[t * b_count : (t + 1) * b_count]
+        ug = user_grads[t * b_count : (t + 1) * b_count]
+        ir = item_rows[t * 2 * b_count : (t + 1) * 2 * b_count]
+        ig = item_grads[t * 2 * b_count : (t + 1) * 2 * b_count]
+        _adam_rows(ur, used_u[t], ug, user_w, user_m, user_v, user_slot, step_size, b1, b2, eps)
+        _adam_rows(ir, used_i[t], ig, item_w, item_m, item_v, item_slot, step_size, b1, b2, eps)
     adam_dense(gh, h, h_m, h_v, lr, b1, b2, eps, bc1, bc2)
     return loss
 
 
 # ------------------------------------------------------------------------------ learned samplers
-@njit(fastmath=_FM, **_JIT)
+@njit(parallel=True, fastmath=_FM, **_JIT)
 def score_and_choose(users, cands, user_w, item_w, h, inv_temp, seed):
     """Log-softmax of ``h . (p_u * q_c) / T`` over each row of candidates, and one draw from it.
 
     The draw inverts the softmax's distribution function at one uniform number per row (counter
     ``b``); it has the distribution of the torch path's Gumbel-max draw. Returns ``log_p`` (B, N)
-    float32 and ``choice`` (B,) int64.
+    float32 and ``choice`` (B,) int64. Rows run in parallel.
     """
     b_count, n = cands.shape
     k_dim = h.shape[0]
     log_p = np.empty((b_count, n), np.float32)
     choice = np.empty(b_count, np.int64)
-    ph = np.empty(k_dim, np.float32)
-    for b in range(b_count):
+    for b in prange(b_count):
         u = users[b]
+        ph = np.empty(k_dim, np.float32)
         for k in range(k_dim):
             ph[k] = user_w[u, k] * h[k]
         top = -np.inf
@@ -409,67 +441,98 @@ def score_and_choose(users, cands, user_w, item_w, h, inv_temp, seed):
     return log_p, choice
 
 
-@njit(fastmath=_FM, **_JIT)
+@njit(parallel=True, fastmath=_FM, **_JIT)
 def reinforce_adam_step(
     users, cands, choice, log_p, rewards, user_w, item_w, h, user_m, user_v, item_m, item_v, h_m, h_v,
     user_slot, user_rows, user_grads, item_slot, item_rows, item_grads, l2, lr, b1, b2, eps, bc1, bc2,
+    parts,
 ):  # fmt: skip
     """One REINFORCE step of the sampler's GMF, gradients by hand, row-wise Adam.
 
     ``rewards`` are already divided by the temperature. With ``pi = exp(log_p)``:
     ``dL/dz_bc = R_b (pi_bc - 1[c = choice_b])``; the item rows get ``dz * p_u * h`` (plus ``l2 * q`` for
     the chosen one), the user row ``h * sum_c dz_bc q_c + l2 * p_u``, ``h`` ``sum_b p_u * sum_c dz q_c``.
+    Parallel and deterministic as :func:`bpr_adam_step` (``parts * B`` user and ``parts * B * N`` item
+    slots of scratch).
     """
     b_count, n = cands.shape
     k_dim = h.shape[0]
-    gh = np.zeros(k_dim, np.float32)
-    gq = np.empty(k_dim, np.float32)
-    ph = np.empty(k_dim, np.float32)
-    l2f = np.float32(l2)
-    n_u = 0
-    n_i = 0
-    for b in range(b_count):
+    dz = np.empty((b_count, n), np.float32)
+    gq = np.empty((b_count, k_dim), np.float32)
+    ph = np.empty((b_count, k_dim), np.float32)
+    for b in prange(b_count):
         u = users[b]
         r = rewards[b]
         for k in range(k_dim):
-            gq[k] = 0.0
-            ph[k] = user_w[u, k] * h[k]
+            gq[b, k] = 0.0
+            ph[b, k] = user_w[u, k] * h[k]
         for c in range(n):
             item = cands[b, c]
-            dz = r * np.float32(math.exp(log_p[b, c]))
-            chosen = c == choice[b]
-            if chosen:
-                dz -= r
-            si = _slot(item, item_slot, item_rows, item_grads, n_i)
-            if si == n_i:
-                n_i += 1
+            d = r * np.float32(math.exp(log_p[b, c]))
+            if c == choice[b]:
+                d -= r
+            dz[b, c] = d
             for k in range(k_dim):
-                item_grads[si, k] += dz * ph[k]
-                gq[k] += dz * item_w[item, k]
-            if chosen and l2 > 0:
-                for k in range(k_dim):
-                    item_grads[si, k] += l2f * item_w[item, k]
-        su = _slot(u, user_slot, user_rows, user_grads, n_u)
-        if su == n_u:
-            n_u += 1
+                gq[b, k] += d * item_w[item, k]
+    gh = np.zeros(k_dim, np.float32)
+    for b in range(b_count):
+        u = users[b]
         for k in range(k_dim):
-            gh[k] += user_w[u, k] * gq[k]
-            user_grads[su, k] += gq[k] * h[k] + l2f * user_w[u, k]
+            gh[k] += user_w[u, k] * gq[b, k]
+    l2f = np.float32(l2)
+    cap_i = b_count * n
+    used_u = np.zeros(parts, np.int64)
+    used_i = np.zeros(parts, np.int64)
+    for t in prange(parts):
+        ur = user_rows[t * b_count : (t + 1) * b_count]
+        ug = user_grads[t * b_count : (t + 1) * b_count]
+        ir = item_rows[t * cap_i : (t + 1) * cap_i]
+        ig = item_grads[t * cap_i : (t + 1) * cap_i]
+        n_u = 0
+        n_i = 0
+        for b in range(b_count):
+            for c in range(n):
+                item = cands[b, c]
+                if item % parts != t:
+                    continue
+                si = _slot(item, item_slot, ir, ig, n_i)
+                if si == n_i:
+                    n_i += 1
+                d = dz[b, c]
+                for k in range(k_dim):
+                    ig[si, k] += d * ph[b, k]
+                if c == choice[b] and l2 > 0:
+                    for k in range(k_dim):
+                        ig[si, k] += l2f * item_w[item, k]
+            u = users[b]
+            if u % parts == t:
+                su = _slot(u, user_slot, ur, ug, n_u)
+                if su == n_u:
+                    n_u += 1
+                for k in range(k_dim):
+                    ug[su, k] += gq[b, k] * h[k] + l2f * user_w[u, k]
+        used_u[t] = n_u
+        used_i[t] = n_i
     step_size = lr * math.sqrt(bc2) / bc1
-    _adam_rows(user_rows, n_u, user_grads, user_w, user_m, user_v, user_slot, step_size, b1, b2, eps)
-    _adam_rows(item_rows, n_i, item_grads, item_w, item_m, item_v, item_slot, step_size, b1, b2, eps)
+    for t in prange(parts):
+        ur = user_rows[t * b_count : (t + 1) * b_count]
+        ug = user_grads[t * b_count : (t + 1) * b_count]
+        ir = item_rows[t * cap_i : (t + 1) * cap_i]
+        ig = item_grads[t * cap_i : (t + 1) * cap_i]
+        _adam_rows(ur, used_u[t], ug, user_w, user_m, user_v, user_slot, step_size, b1, b2, eps)
+        _adam_rows(ir, used_i[t], ig, item_w, item_m, item_v, item_slot, step_size, b1, b2, eps)
     adam_dense(gh, h, h_m, h_v, lr, b1, b2, eps, bc1, bc2)
 
 
-@njit(fastmath=_FM, **_JIT)
+@njit(parallel=True, fastmath=_FM, **_JIT)
 def best_candidate(users, cands, user_w, item_w, h):
     """Index of the highest-scored candidate of each row (DNS); the first on ties."""
     b_count, n = cands.shape
     k_dim = h.shape[0]
     out = np.empty(b_count, np.int64)
-    ph = np.empty(k_dim, np.float32)
-    for b in range(b_count):
+    for b in prange(b_count):
         u = users[b]
+        ph = np.empty(k_dim, np.float32)
         for k in range(k_dim):
             ph[k] = user_w[u, k] * h[k]
         best = -np.inf
@@ -529,3 +592,72 @@ def mmd_reduce(dots, sq_x, sq_g, m, coef, cs, out):
     n_g = n_x - m
     for b in range(b_count):
         out[b] = 2.0 * (eg[b] / m - gg[b] / n_g)
+
+
+# ------------------------------------------------------------------------------------ evaluation
+@njit(parallel=True, fastmath=_FM, **_JIT)
+def score_lists(users, items, user_w, item_w, h):
+    """GMF scores ``h . (p_u * q_i)`` of item lists (n, L), as float64 (rows in parallel)."""
+    n, length = items.shape
+    k_dim = h.shape[0]
+    out = np.empty((n, length), np.float64)
+    for r in prange(n):
+        u = users[r]
+        ph = np.empty(k_dim, np.float32)
+        for k in range(k_dim):
+            ph[k] = user_w[u, k] * h[k]
+        for t in range(length):
+            item = items[r, t]
+            z = np.float32(0.0)
+            for k in range(k_dim):
+                z += ph[k] * item_w[item, k]
+            out[r, t] = z
+    return out
+
+
+@njit(parallel=True, **_JIT)
+def list_auc_ndcg(scores, labels, mask, cum):
+    """Per-row list AUC and NDCG with ties averaged, as ``metrics._list_metrics_arrays``.
+
+    ``labels`` must be False where ``mask`` is; ``cum[r]`` is the sum of the first ``r`` discounts.
+    AUC is the Mann-Whitney statistic with average ranks; NDCG gives every item of a tie group the
+    mean discount of the group's positions. NaN for rows without a clicked and an unclicked item.
+    """
+    n, length = scores.shape
+    auc = np.empty(n, np.float64)
+    ndcg = np.empty(n, np.float64)
+    for r in prange(n):
+        vals = np.empty(length, np.float64)
+        labs = np.empty(length, np.bool_)
+        nv = 0
+        for t in range(length):
+            if mask[r, t]:
+                vals[nv] = scores[r, t]
+                labs[nv] = labels[r, t]
+                nv += 1
+        order = np.argsort(vals[:nv])
+        rank_sum = 0.0
+        dcg = 0.0
+        n_pos = 0
+        a = 0
+        while a < nv:
+            b = a
+            while b + 1 < nv and vals[order[b + 1]] == vals[order[a]]:
+                b += 1
+            clicked = 0
+            for t in range(a, b + 1):
+                if labs[order[t]]:
+                    clicked += 1
+            if clicked:
+                rank_sum += clicked * ((a + b) / 2.0 + 1.0)
+                dcg += clicked * (cum[nv - a] - cum[nv - b - 1]) / (b - a + 1)
+                n_pos += clicked
+            a = b + 1
+        n_neg = nv - n_pos
+        if n_pos > 0 and n_neg > 0:
+            auc[r] = (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+            ndcg[r] = dcg / cum[n_pos]
+        else:
+            auc[r] = np.nan
+            ndcg[r] = np.nan
+    return auc, ndcg

@@ -180,9 +180,24 @@ def _ndcg_from_groups(
 
 
 def _list_metrics_arrays(
-    scores: np.ndarray, labels: np.ndarray, mask: np.ndarray
+    scores: np.ndarray, labels: np.ndarray, mask: np.ndarray, compiled: bool | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-user list AUC and NDCG from already validated arrays, sharing one sort."""
+    """Per-user list AUC and NDCG from already validated arrays, sharing one sort.
+
+    ``compiled`` (default: when numba is installed) runs :func:`reinforcens.kernels.list_auc_ndcg`, one
+    compiled pass per row in parallel; otherwise vectorized numpy. Both compute the same values.
+    """
+    if compiled is None:
+        from reinforcens.backend import numba_available
+
+        compiled = numba_available()
+    if compiled:
+        from reinforcens.kernels import list_auc_ndcg
+
+        return list_auc_ndcg(
+            np.ascontiguousarray(scores), np.ascontiguousarray(labels), np.ascontiguousarray(mask),
+            _discount_prefix(scores.shape[1]),
+        )  # fmt: skip
     order, start, end, n_valid = _sorted_tie_groups(scores, mask)
     rows, first, last, n_pos = _clicked_groups(labels, order, start, end)
     return (

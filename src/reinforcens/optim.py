@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from reinforcens.backend import np_view
+from reinforcens.backend import kernel_parts, np_view
 from reinforcens.losses import bpr_with_grads
 from reinforcens.models.gmf import GMF
 
@@ -260,13 +260,13 @@ class GMFOptimizer:
             uw, um, uv = self.user.arrays()
             iw, im, iv = self.item.arrays()
             neg_scores = torch.empty(users.shape[0], dtype=model.h.dtype)
-            b = users.shape[0]
+            b, parts = users.shape[0], kernel_parts()
             loss = bpr_adam_step(
                 np_view(users.contiguous()), np_view(pos.contiguous()), np_view(neg.contiguous()),
                 uw, iw, np_view(model.h), um, uv, im, iv,
                 np_view(self.h_moments[0]), np_view(self.h_moments[1]),
-                *self.user.buffers(b), *self.item.buffers(2 * b), float(l2), self.lr, self.betas[0],
-                self.betas[1], self.eps, bc1, bc2, np_view(neg_scores),
+                *self.user.buffers(parts * b), *self.item.buffers(parts * 2 * b), float(l2), self.lr,
+                self.betas[0], self.betas[1], self.eps, bc1, bc2, np_view(neg_scores), parts,
             )  # fmt: skip
             return float(loss), neg_scores
         with torch.no_grad():

@@ -65,9 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 1
     if args.threads is not None:
-        import torch
+        from reinforcens.backend import set_threads
 
-        torch.set_num_threads(max(1, args.threads))
+        set_threads(max(1, args.threads))
     try:
         code = args.func(args)
     except ReinforcensError as exc:

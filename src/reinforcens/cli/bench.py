@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from reinforcens.backend import set_threads
 from reinforcens.errors import ConfigError
 
 #: prepare settings per simulator preset: (min_sessions, list_length)
@@ -335,7 +336,7 @@ def run_timing(
         raise ConfigError(f"unknown --methods {', '.join(unknown)}; known: {', '.join(METHODS)}")
     if repeats < 1:
         raise ConfigError("--repeats must be at least 1")
-    torch.set_num_threads(threads)
+    set_threads(threads)
     dev = resolve_device(device)
     clock = _Clock(dev)
     prep = ensure_prepared(preset, cache, seed, quiet)
@@ -523,7 +524,7 @@ def _train_child(prep_dir: str, device: str, threads: str, seed: str) -> None:
     from reinforcens.data.prepared import load_prepared
     from reinforcens.train import Trainer
 
-    torch.set_num_threads(int(threads))
+    set_threads(int(threads))
     data = load_prepared(prep_dir)
     trainer = Trainer(data, TrainConfig.build(device=device, seed=int(seed)), None, progress=False)
     for name in ("bpr", "rns30"):

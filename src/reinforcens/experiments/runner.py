@@ -309,12 +309,13 @@ def execute(spec: RunSpec, data_path: str) -> dict[str, Any]:
         tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         tmp.replace(metrics_path)
         return {"status": "trained", "run_dir": spec.run_dir, "metrics": metrics}
-    import torch
 
     from reinforcens.train import Trainer
 
     if _WORKER_THREADS is not None:
-        torch.set_num_threads(_WORKER_THREADS)
+        from reinforcens.backend import set_threads
+
+        set_threads(_WORKER_THREADS)
     config = spec.config()
     resume = (run_dir / "config.json").is_file()
     Trainer(_load_data(data_path), config, run_dir, progress=False, resume=resume).fit()

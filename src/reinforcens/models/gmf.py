@@ -113,6 +113,17 @@ class TorchScorer:
         return self.model.h.device
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Scores of item lists; on the CPU with numba, one compiled pass (rows in parallel)."""
+        from reinforcens.backend import numba_available
+
+        if self.device.type == "cpu" and numba_available() and self.model.h.dtype == torch.float32:
+            from reinforcens.kernels import score_lists
+
+            m = self.model
+            return score_lists(
+                np.ascontiguousarray(users, dtype=np.int64), np.ascontiguousarray(items, dtype=np.int64),
+                m.user.weight.detach().numpy(), m.item.weight.detach().numpy(), m.h.detach().numpy(),
+            )  # fmt: skip
         u = torch.as_tensor(np.asarray(users), device=self.device)
         i = torch.as_tensor(np.asarray(items), device=self.device)
         return self.model.score_lists(u, i).double().cpu().numpy()

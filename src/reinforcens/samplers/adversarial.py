@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from reinforcens.backend import draw_seed, np_view
+from reinforcens.backend import draw_seed, kernel_parts, np_view
 from reinforcens.losses import l2_penalty, reinforce_loss
 from reinforcens.mmd import DEFAULT_BANDWIDTHS, mmd_reward
 from reinforcens.models.gmf import GMF
@@ -253,12 +253,13 @@ class RNSSampler(NegativeSampler):
         iw, im, iv = opt.item.arrays()
         r = (rewards.detach().to(torch.float32) / self.config.temperature).contiguous()
         cands = np_view(ex["candidates"])
+        parts = kernel_parts()
         reinforce_adam_step(
             np_view(users.contiguous()), cands, np_view(ex["choice"].reshape(-1)),
             np_view(ex["log_softmax"]), np_view(r), uw, iw, np_view(self.model.h), um, uv, im, iv,
-            np_view(opt.h_moments[0]), np_view(opt.h_moments[1]), *opt.user.buffers(cands.shape[0]),
-            *opt.item.buffers(cands.size), float(self.l2), opt.lr, opt.betas[0], opt.betas[1], opt.eps,
-            bc1, bc2,
+            np_view(opt.h_moments[0]), np_view(opt.h_moments[1]), *opt.user.buffers(parts * cands.shape[0]),
+            *opt.item.buffers(parts * cands.size), float(self.l2), opt.lr, opt.betas[0], opt.betas[1],
+            opt.eps, bc1, bc2, parts,
         )  # fmt: skip
 
     def epoch_end(self) -> dict[str, float]:
