@@ -315,8 +315,13 @@ def bpr_adam_step(
     """
     b_count = users.shape[0]
     k_dim = h.shape[0]
-    sig = np.empty(b_count, np.float32)
     losses = np.empty(b_count, np.float64)
+    # per-instance gradients of p_u, q_i and q_j, and terms of h's gradient: one gather per row
+    g_user = np.empty((b_count, k_dim), np.float32)
+    g_pos = np.empty((b_count, k_dim), np.float32)
+    g_neg = np.empty((b_count, k_dim), np.float32)
+    g_h = np.empty((b_count, k_dim), np.float32)
+    l2f = np.float32(l2)
     for b in prange(b_count):
         u = users[b]
         i = pos[b]
@@ -334,21 +339,25 @@ def bpr_adam_step(
         z = -float(x)
         if z > 0:
             losses[b] = z + math.log1p(math.exp(-z)) + 0.5 * l2 * float(sq)
-            sig[b] = np.float32(1.0 / (1.0 + math.exp(-z)))
+            s = np.float32(1.0 / (1.0 + math.exp(-z)))
         else:
             ez = math.exp(z)
             losses[b] = math.log1p(ez) + 0.5 * l2 * float(sq)
-            sig[b] = np.float32(ez / (1.0 + ez))
+            s = np.float32(ez / (1.0 + ez))
+        for k in range(k_dim):
+            pu = user_w[u, k]
+            d = item_w[i, k] - item_w[j, k]
+            t = s * h[k]
+            g_user[b, k] = l2f * pu - t * d
+            g_pos[b, k] = l2f * item_w[i, k] - t * pu
+            g_neg[b, k] = l2f * item_w[j, k] + t * pu
+            g_h[b, k] = s * pu * d
     loss = 0.0
     gh = np.zeros(k_dim, np.float32)
     for b in range(b_count):
         loss += losses[b]
-        u = users[b]
-        i = pos[b]
-        j = neg[b]
         for k in range(k_dim):
-            gh[k] -= sig[b] * user_w[u, k] * (item_w[i, k] - item_w[j, k])
-    l2f = np.float32(l2)
+            gh[k] -= g_h[b, k]
     used_u = np.zeros(parts, np.int64)
     used_i = np.zeros(parts, np.int64)
     for t in prange(parts):
@@ -362,25 +371,24 @@ def bpr_adam_step(
             u = users[b]
             i = pos[b]
             j = neg[b]
-            s = sig[b]
             if u % parts == t:
                 su = _slot(u, user_slot, ur, ug, n_u)
                 if su == n_u:
                     n_u += 1
                 for k in range(k_dim):
-                    ug[su, k] += l2f * user_w[u, k] - s * h[k] * (item_w[i, k] - item_w[j, k])
+                    ug[su, k] += g_user[b, k]
             if i % parts == t:
                 si = _slot(i, item_slot, ir, ig, n_i)
                 if si == n_i:
                     n_i += 1
                 for k in range(k_dim):
-                    ig[si, k] += l2f * item_w[i, k] - s * h[k] * user_w[u, k]
+                    ig[si, k] += g_pos[b, k]
             if j % parts == t:
                 sn = _slot(j, item_slot, ir, ig, n_i)
                 if sn == n_i:
                     n_i += 1
                 for k in range(k_dim):
-                    ig[sn, k] += l2f * item_w[j, k] + s * h[k] * user_w[u, k]
+                    ig[sn, k] += g_neg[b, k]
         used_u[t] = n_u
         used_i[t] = n_i
     step_size = lr * math.sqrt(bc2) / bc1

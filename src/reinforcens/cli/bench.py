@@ -93,11 +93,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=30,
         help="batches each method runs before it is timed (default 30)",
     )
-    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument(
+        "--threads", type=int, default=2, help="threads of torch and the compiled kernels (default 2)"
+    )
     p.add_argument(
         "--implicit-threads", type=int, default=None, help="implicit's threads (default: --threads)"
     )
     p.add_argument("--device", default="cpu", help="torch device of our methods (default cpu)")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "numba", "torch"],
+        help="training kernels of our methods (default auto: numba on the CPU)",
+    )
     p.add_argument(
         "--methods",
         default=",".join(METHODS),
@@ -283,12 +291,11 @@ def machine_info(threads: int, device: torch.device) -> dict[str, Any]:
     }
     if hasattr(os, "getloadavg"):
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]
-    try:
-        import implicit
-
-        info["implicit"] = implicit.__version__
-    except ImportError:
-        info["implicit"] = None
+    for name in ("implicit", "numba"):
+        try:
+            info[name] = __import__(name).__version__
+        except ImportError:
+            info[name] = None
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -305,6 +312,7 @@ def run_timing(
     seed: int = 0,
     quiet: bool = False,
     implicit_threads: int | None = None,
+    backend: str = "auto",
 ) -> dict[str, Any]:
     """Time the methods on a preset and return the results dict (see the module docstring).
 
@@ -324,6 +332,8 @@ def run_timing(
         Batches each of our methods trains before its first timed epoch.
     implicit_threads
         implicit's ``num_threads`` (default: ``threads``).
+    backend
+        Training kernels of our methods (:mod:`reinforcens.backend`).
     """
     from reinforcens.config import TrainConfig
     from reinforcens.data.prepared import load_prepared
@@ -341,7 +351,7 @@ def run_timing(
     clock = _Clock(dev)
     prep = ensure_prepared(preset, cache, seed, quiet)
     data = load_prepared(prep)
-    cfg = TrainConfig.build(device=device, seed=seed)
+    cfg = TrainConfig.build(device=device, seed=seed, backend=backend)
     trainer = Trainer(data, cfg, None, progress=False)
     warm = warmup_batches * cfg.batch_size
 
@@ -415,7 +425,8 @@ def run_timing(
         "data": data.stats(),
         "batch_size": cfg.batch_size,
         "batches_per_epoch": -(-data.stats()["train"] // cfg.batch_size),
-        "machine": machine_info(threads, dev) | {"implicit_threads": implicit_threads or threads},
+        "machine": machine_info(threads, dev)
+        | {"implicit_threads": implicit_threads or threads, "backend": trainer.backend},
         "times": {name: {"median": med[name], "runs": times[name]} for name in times},
         "ratios": ratios,
         "targets": targets,
@@ -597,11 +608,14 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             quiet=args.quiet,
             implicit_threads=args.implicit_threads,
+            backend=args.backend,
         )
     m = result["machine"]
     print(
         f"reinforcens bench ({result['mode']}, preset {preset}): {m['cpu']}, {m['cores']} cores, "
-        f"torch {m['torch']} ({m['torch_threads']} threads, {m['device']}), "
+        f"torch {m['torch']} ({m['torch_threads']} threads, {m['device']}"
+        + (f", {m['backend']} kernels" if "backend" in m else "")
+        + "), "
         + (f"implicit {m['implicit_threads']} threads, " if "implicit_threads" in m else "")
         + f"load {m.get('load_average')}"
     )

@@ -137,7 +137,8 @@ class ExposureLog:
 
 def _as_int(values: pd.Series, name: str, fail) -> np.ndarray:
     if pd.api.types.is_integer_dtype(values.dtype) and not values.isna().any():
-        return values.to_numpy(dtype=np.int64)
+        # a copy: a view would keep the frame's whole 2-D block of integer columns alive
+        return values.to_numpy(dtype=np.int64, copy=True)
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
         fail(values.isna().to_numpy(), f"missing {name}")
         return values.astype("int64").to_numpy() // 1_000_000_000

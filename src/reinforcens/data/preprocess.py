@@ -93,7 +93,13 @@ def preprocess(log: ExposureLog, min_sessions: int = 4) -> Events:
     clicked_session_keys = np.unique((user[c] * n_items + item[c]) * (rank.max() + 1) + rank[c])
     e = np.flatnonzero(~clicked)
     e_key = (user[e] * n_items + item[e]) * (rank.max(initial=0) + 1) + rank[e]
-    shown_clicked = np.isin(e_key, clicked_session_keys)
+    # membership by binary search in the (small, sorted) clicked keys: no sort of the exposures
+    pos = np.searchsorted(clicked_session_keys, e_key)
+    np.minimum(pos, max(clicked_session_keys.size - 1, 0), out=pos)
+    shown_clicked = (
+        clicked_session_keys[pos] == e_key if clicked_session_keys.size else np.zeros(e_key.size, bool)
+    )
+    del pos
     e, e_key = e[~shown_clicked], e_key[~shown_clicked]
     _, uniq = np.unique(e_key, return_index=True)
     keep_exp = e[np.sort(uniq)]

@@ -83,4 +83,17 @@ def read_log(path: str | Path, format: str = "table", **options: Any) -> Exposur
     if not path.exists():
         raise DataError("no such file or directory", path)
     frame = _READERS[format](path, **options)
-    return ExposureLog.from_frame(frame, source=path)
+    log = ExposureLog.from_frame(frame, source=path)
+    del frame
+    _release_arrow_memory()
+    return log
+
+
+def _release_arrow_memory() -> None:
+    """Hand memory that pyarrow's allocator keeps cached after reading (often GBs) back to the system."""
+    try:
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+    except (ImportError, AttributeError):  # pragma: no cover - older pyarrow
+        pass
