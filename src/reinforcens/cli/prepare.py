@@ -8,7 +8,8 @@ from pathlib import Path
 
 from reinforcens.cli._common import parse_list_length, parse_options
 from reinforcens.data.formats import _READERS, available_formats, read_log
-from reinforcens.data.prepared import prepare, save_prepared
+from reinforcens.data.prepared import PreparedDataset, _check_options, prepare_events, save_prepared
+from reinforcens.data.preprocess import preprocess
 from reinforcens.errors import ConfigError
 
 
@@ -66,14 +67,7 @@ def run(args: argparse.Namespace) -> int:
             )
     list_length = parse_list_length(args.list_length)
     source = Path(args.input)
-    log = read_log(source, fmt, **options)
-    print(f"read {len(log):,} rows: {log.n_users:,} users, {log.n_items:,} items from {source}")
-    data = prepare(
-        log,
-        min_sessions=args.min_sessions,
-        list_length=list_length,
-        seed=args.seed,
-    )
+    data = _read_and_prepare(source, fmt, options, args.min_sessions, list_length, args.seed)
     extra = {}
     truth = (source if source.is_dir() else source.parent) / "ground_truth.npz"
     if truth.is_file():
@@ -95,3 +89,16 @@ def run(args: argparse.Namespace) -> int:
         + (" (+ ground truth)" if extra else "")
     )
     return 0
+
+
+def _read_and_prepare(
+    source: Path, fmt: str, options: dict, min_sessions: int, list_length: int | None, seed: int
+) -> PreparedDataset:
+    """Read, preprocess, then free the log before the split (halves the peak memory of a large log)."""
+    _check_options(min_sessions, list_length)
+    log = read_log(source, fmt, **options)
+    print(f"read {len(log):,} rows: {log.n_users:,} users, {log.n_items:,} items from {source}")
+    about = (log.source, log.n_users, log.n_items)
+    events = preprocess(log, min_sessions=min_sessions)
+    del log
+    return prepare_events(events, *about, min_sessions, list_length, seed)

@@ -34,7 +34,7 @@ import pandas as pd
 
 from reinforcens.data.interactions import UserItems
 from reinforcens.data.log import ExposureLog
-from reinforcens.data.preprocess import preprocess
+from reinforcens.data.preprocess import Events, preprocess
 from reinforcens.data.split import EvalLists, split_sessions
 from reinforcens.errors import DataError
 
@@ -120,17 +120,41 @@ def prepare(
         If nothing is left after filtering or splitting; the message says how many users each step
         dropped and which options would keep more.
     """
+    _check_options(min_sessions, list_length)
+    events = preprocess(log, min_sessions=min_sessions)
+    return prepare_events(
+        events, log.source, log.n_users, log.n_items, min_sessions, list_length, seed
+    )
+
+
+def _check_options(min_sessions: int, list_length: int | None) -> None:
     if min_sessions < 1:
         raise DataError(f"min_sessions must be >= 1, got {min_sessions}")
     if list_length is not None and list_length < 2:
         raise DataError(f"list_length must be >= 2 or None, got {list_length}")
-    events = preprocess(log, min_sessions=min_sessions)
+
+
+def prepare_events(
+    events: Events,
+    source: str,
+    log_users: int,
+    log_items: int,
+    min_sessions: int,
+    list_length: int | None,
+    seed: int,
+) -> PreparedDataset:
+    """:func:`prepare` after :func:`~reinforcens.data.preprocess.preprocess`: split and build the lists.
+
+    For callers that free the log before splitting (the log of a large dataset is as big as everything
+    built from it); ``source``, ``log_users`` and ``log_items`` describe the log in messages.
+    """
+    _check_options(min_sessions, list_length)
     if events.n_users == 0:
         raise DataError(
             f"no user has {min_sessions} sessions after filtering users and items with fewer than "
-            f"{min_sessions} sessions ({log.n_users} users, {log.n_items} items in the log); "
+            f"{min_sessions} sessions ({log_users} users, {log_items} items in the log); "
             "try a smaller --min-sessions",
-            log.source,
+            source,
         )
     split, events = split_sessions(events, list_length=list_length, seed=seed)
     report = events.report | split.report
@@ -140,7 +164,7 @@ def prepare(
             f"{report['users_with_fewer_than_3_click_sessions_dropped']} of "
             f"{report['users_kept']} users have fewer; try a smaller --min-sessions, or a reader "
             "option that splits the log into more sessions (e.g. by time gap)",
-            log.source,
+            source,
         )
     stats = {
         "users": events.n_users,
@@ -153,7 +177,7 @@ def prepare(
     }
     meta = {
         "format_version": FORMAT_VERSION,
-        "source": log.source,
+        "source": source,
         "n_users": events.n_users,
         "n_items": events.n_items,
         "options": {"min_sessions": min_sessions, "list_length": list_length, "seed": seed},

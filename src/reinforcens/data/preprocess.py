@@ -107,16 +107,21 @@ def preprocess(log: ExposureLog, min_sessions: int = 4) -> Events:
     report["duplicate_exposures_dropped"] = int(e.size - keep_exp.size)
 
     rows = np.concatenate([keep_click, keep_exp])
+    k = np.zeros(rows.size, dtype=bool)
+    k[: keep_click.size] = True
+    del c, key, order, first, e, e_key, uniq, shown_clicked, clicked_session_keys, keep_click, keep_exp
     u, i, r = user[rows], item[rows], rank[rows]
-    k = np.concatenate([np.ones(keep_click.size, bool), np.zeros(keep_exp.size, bool)])
-
+    del rows, rank
     # 3. iterative session filter. After steps 1-2 every row is a distinct (user, item, session), so an
     # item's number of sessions is its number of rows, and a user's is the number of the user's
-    # sessions with a row left: each round is a few bincounts, with no sort.
-    del c, key, order, first, e, e_key, uniq, shown_clicked, clicked_session_keys, rows, keep_click, keep_exp
-    sess_keys, sid = np.unique(u * (r.max(initial=0) + 1) + r, return_inverse=True)
-    sess_user = sess_keys // (r.max(initial=0) + 1)
-    del sess_keys
+    # sessions with a row left: each round is a few bincounts, with no sort. Session ranks are dense
+    # per user, so session (u, r) has the id offset[u] + r.
+    n_sess = np.zeros(log.n_users, dtype=np.int64)
+    np.maximum.at(n_sess, u, r + 1)
+    offset = np.concatenate(([0], np.cumsum(n_sess)))
+    sid = offset[u] + r
+    sess_user = np.repeat(np.arange(log.n_users, dtype=np.int64), n_sess)
+    del r, n_sess
     rounds = 0
     while True:
         rounds += 1
@@ -127,22 +132,29 @@ def preprocess(log: ExposureLog, min_sessions: int = 4) -> Events:
         if not bad.any():
             break
         keep = ~bad
-        u, i, r, k, sid = u[keep], i[keep], r[keep], k[keep], sid[keep]
-    del sid, sess_user
+        u, i, k, sid = u[keep], i[keep], k[keep], sid[keep]
+        del keep
+    del bad
     report["filter_rounds"] = rounds
     report["users_in"] = log.n_users
     report["items_in"] = log.n_items
-
-    kept_users, u_new = np.unique(u, return_inverse=True)
-    kept_items, i_new = np.unique(i, return_inverse=True)
-    # re-rank the kept sessions densely per user
-    r_new = session_ranks(u_new, r, r)
+    # contiguous ids of the kept users and items (in id order), without sorting the rows
+    kept_users = np.flatnonzero(np.bincount(u, minlength=log.n_users))
+    kept_items = np.flatnonzero(np.bincount(i, minlength=log.n_items))
+    u_new = _remap(u, kept_users, log.n_users)
+    i_new = _remap(i, kept_items, log.n_items)
+    # re-rank the kept sessions densely per user: a kept session's new rank is the number of the
+    # user's kept sessions before it
+    alive = np.bincount(sid, minlength=sess_user.size) > 0
+    before = np.cumsum(alive) - alive
+    r_new = (before - before[offset[sess_user]])[sid]
+    del sid, sess_user, alive, before
     report["users_kept"] = int(kept_users.size)
     report["items_kept"] = int(kept_items.size)
     report["rows_kept"] = int(u.size)
     return Events(
-        user=u_new.astype(np.int64),
-        item=i_new.astype(np.int64),
+        user=u_new,
+        item=i_new,
         rank=r_new,
         clicked=k,
         n_users=int(kept_users.size),
@@ -151,3 +163,10 @@ def preprocess(log: ExposureLog, min_sessions: int = 4) -> Events:
         item_ids=log.item_ids[kept_items],
         report=report,
     )
+
+
+def _remap(ids: np.ndarray, kept: np.ndarray, n: int) -> np.ndarray:
+    """``ids`` (all in ``kept``, sorted) as positions in ``kept``: contiguous int64 ids."""
+    table = np.full(n, -1, dtype=np.int64)
+    table[kept] = np.arange(kept.size, dtype=np.int64)
+    return table[ids]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from reinforcens.data.formats import register_reader
 from reinforcens.errors import DataError
@@ -46,11 +48,14 @@ def read_table(
         raise DataError("expected a file, got a directory", path)
     if path.suffix.lower() in (".parquet", ".pq"):
         try:
-            frame = pd.read_parquet(path)
+            table = pq.read_table(path)
+            # one column at a time, each arrow buffer freed once converted: no second full copy
+            frame = table.to_pandas(split_blocks=True, self_destruct=True)
+            del table
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise DataError(f"not a readable Parquet file ({exc})", path) from None
         frame = frame.rename(columns=rename)
-        frame["line"] = frame.index.to_numpy() + 1
+        frame["line"] = np.arange(1, len(frame) + 1, dtype=np.int64 if len(frame) >= 2**31 else np.int32)
     else:
         if sep is None:
             sep = "\t" if path.suffix.lower() == ".tsv" else ","
