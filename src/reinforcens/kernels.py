@@ -174,14 +174,14 @@ def sample_uniform(users, n, gaps, indptr, free, n_items, table, shift, seed):
     return out
 
 
-@njit(parallel=True, **_JIT)
+@njit(**_JIT)
 def sample_segments(users, n, keys, indptr, n_items, seed):
     """Uniform draws (with replacement) from each user's segment of sorted ``user * n_items + item``
     keys; ``-1`` for users with an empty segment. Returns items (B, n) and ``has`` (B,)."""
     b_count = users.shape[0]
     out = np.full((b_count, n), -1, np.int64)
     has = np.zeros(b_count, np.bool_)
-    for b in prange(b_count):
+    for b in range(b_count):
         u = users[b]
         start = indptr[u]
         count = indptr[u + 1] - start

@@ -28,6 +28,7 @@ TRAIN_FLAGS: tuple[tuple[str, str, type], ...] = (
     ("--init", "init", str),
     ("--pretrained", "pretrained", str),
     ("--device", "device", str),
+    ("--backend", "backend", str),
 )
 
 
