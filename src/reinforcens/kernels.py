@@ -245,6 +245,15 @@ def _slot(row, slot, rows, grads, n_used):
     return s
 
 
+@njit(inline="always", **_JIT)
+def _add_row(row, g, slot, rows, grads, n_used):
+    """Add the gradient ``g`` (K,) to ``row``'s slot; returns the new number of used slots."""
+    s = _slot(row, slot, rows, grads, n_used)
+    for k in range(grads.shape[1]):
+        grads[s, k] += g[k]
+    return n_used + 1 if s == n_used else n_used
+
+
 @njit(fastmath=_FM, **_JIT)
 def _adam_rows(rows, n_rows, grads, weight, exp_avg, exp_avg_sq, slot, step_size, b1, b2, eps):
     """Adam on the first ``n_rows`` slots (float32 arithmetic, as the torch path's in-place updates)."""
@@ -287,11 +296,7 @@ def rowwise_adam(rows_in, grads_in, weight, exp_avg, exp_avg_sq, slot, rows, gra
     """Row-wise Adam of one table: sum the gradients of repeated rows (1-D), then update each once."""
     n_used = 0
     for t in range(rows_in.shape[0]):
-        s = _slot(rows_in[t], slot, rows, grads, n_used)
-        if s == n_used:
-            n_used += 1
-        for k in range(grads.shape[1]):
-            grads[s, k] += grads_in[t, k]
+        n_used = _add_row(rows_in[t], grads_in[t], slot, rows, grads, n_used)
     _adam_rows(rows, n_used, grads, weight, exp_avg, exp_avg_sq, slot, step_size, b1, b2, eps)
 
 
@@ -368,27 +373,12 @@ def bpr_adam_step(
         n_u = 0
         n_i = 0
         for b in range(b_count):
-            u = users[b]
-            i = pos[b]
-            j = neg[b]
-            if u % parts == t:
-                su = _slot(u, user_slot, ur, ug, n_u)
-                if su == n_u:
-                    n_u += 1
-                for k in range(k_dim):
-                    ug[su, k] += g_user[b, k]
-            if i % parts == t:
-                si = _slot(i, item_slot, ir, ig, n_i)
-                if si == n_i:
-                    n_i += 1
-                for k in range(k_dim):
-                    ig[si, k] += g_pos[b, k]
-            if j % parts == t:
-                sn = _slot(j, item_slot, ir, ig, n_i)
-                if sn == n_i:
-                    n_i += 1
-                for k in range(k_dim):
-                    ig[sn, k] += g_neg[b, k]
+            if users[b] % parts == t:
+                n_u = _add_row(users[b], g_user[b], user_slot, ur, ug, n_u)
+            if pos[b] % parts == t:
+                n_i = _add_row(pos[b], g_pos[b], item_slot, ir, ig, n_i)
+            if neg[b] % parts == t:
+                n_i = _add_row(neg[b], g_neg[b], item_slot, ir, ig, n_i)
         used_u[t] = n_u
         used_i[t] = n_i
     step_size = lr * math.sqrt(bc2) / bc1
@@ -468,6 +458,8 @@ def reinforce_adam_step(
     dz = np.empty((b_count, n), np.float32)
     gq = np.empty((b_count, k_dim), np.float32)
     ph = np.empty((b_count, k_dim), np.float32)
+    g_user = np.empty((b_count, k_dim), np.float32)
+    l2f = np.float32(l2)
     for b in prange(b_count):
         u = users[b]
         r = rewards[b]
@@ -482,12 +474,13 @@ def reinforce_adam_step(
             dz[b, c] = d
             for k in range(k_dim):
                 gq[b, k] += d * item_w[item, k]
+        for k in range(k_dim):
+            g_user[b, k] = gq[b, k] * h[k] + l2f * user_w[u, k]
     gh = np.zeros(k_dim, np.float32)
     for b in range(b_count):
         u = users[b]
         for k in range(k_dim):
             gh[k] += user_w[u, k] * gq[b, k]
-    l2f = np.float32(l2)
     cap_i = b_count * n
     used_u = np.zeros(parts, np.int64)
     used_i = np.zeros(parts, np.int64)
@@ -512,13 +505,8 @@ def reinforce_adam_step(
                 if c == choice[b] and l2 > 0:
                     for k in range(k_dim):
                         ig[si, k] += l2f * item_w[item, k]
-            u = users[b]
-            if u % parts == t:
-                su = _slot(u, user_slot, ur, ug, n_u)
-                if su == n_u:
-                    n_u += 1
-                for k in range(k_dim):
-                    ug[su, k] += gq[b, k] * h[k] + l2f * user_w[u, k]
+            if users[b] % parts == t:
+                n_u = _add_row(users[b], g_user[b], user_slot, ur, ug, n_u)
         used_u[t] = n_u
         used_i[t] = n_i
     step_size = lr * math.sqrt(bc2) / bc1
