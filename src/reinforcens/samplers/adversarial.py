@@ -2,8 +2,9 @@
 
 A second GMF model S scores ``N_s`` candidates per positive (uniform among items the user neither
 clicked nor was exposed to, plus ``exposed_candidates`` drawn from the user's exposed-unclicked items),
-and samples one negative ``j`` from the softmax of its scores (Gumbel-max). S sees the user, not the
-positive. After the recommender's step, S takes one REINFORCE step on the reward
+and samples one negative ``j`` from the softmax of its scores (Gumbel-max; an inverse-CDF draw in the
+compiled kernel). S sees the user, not the positive. After the recommender's step, S takes one
+REINFORCE step on the reward
 
 ``(hardness - b1) + alpha * ((1 - beta) * overlap + beta * mmd - b2)``
 
@@ -102,7 +103,8 @@ class RNSSampler(NegativeSampler):
         return cands, None
 
     def sample(self, users, positives, recommender):
-        """One negative per positive from the softmax of S's scores over the candidates (Gumbel-max).
+        """One negative per positive from the softmax of S's scores over the candidates (Gumbel-max on
+        the torch backend; the compiled kernel inverts the softmax's distribution function instead).
 
         Nothing is recorded for autograd: ``log_probs`` holds the values of ``log pi(j|u)``, and
         ``extra`` keeps the candidates, the choice, the log-softmax and S's rows, from which
