@@ -251,3 +251,13 @@ def test_compiled_list_scores_equal_torch_scores():
     want = m.score_lists(torch.as_tensor(users), torch.as_tensor(items)).double().numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert got.dtype == np.float64
+
+
+def test_training_data_refuses_numba_off_the_cpu():
+    from reinforcens.training_data import TrainingData
+
+    data, _ = build(1)
+    with pytest.raises(ValueError, match="CPU only"):
+        TrainingData.from_prepared(data, device="meta", backend="numba")
+    with pytest.raises(ValueError, match="backend"):
+        TrainingData.from_prepared(data, backend="fortran")

@@ -158,6 +158,10 @@ class TrainingData:
         DataError
             If a user clicked every item (no negative exists for them).
         """
+        if backend not in ("torch", "numba"):
+            raise ValueError(f"backend must be 'torch' or 'numba', got {backend!r}")
+        if backend == "numba" and torch.device(device).type != "cpu":
+            raise ValueError(f"the numba backend runs on the CPU only, not on {device}")
         clicks, exposures = data.train_clicks, data.train_exposures
         n_users, n_items = data.n_users, data.n_items
         click_counts = clicks.counts()
