@@ -261,3 +261,17 @@ def test_training_data_refuses_numba_off_the_cpu():
         TrainingData.from_prepared(data, device="meta", backend="numba")
     with pytest.raises(ValueError, match="backend"):
         TrainingData.from_prepared(data, backend="fortran")
+
+
+@pytest.mark.parametrize("bad", [-1, 40])
+def test_compiled_steps_refuse_out_of_range_rows(bad):
+    """The kernels do not check indices themselves: the optimizer does, before any write."""
+    m, _ = _twins()
+    opt = GMFOptimizer(m, 0.05, backend="numba")
+    before = m.item.weight.detach().clone()
+    u, i = torch.tensor([0, 1]), torch.tensor([2, 3])
+    with pytest.raises(IndexError, match="negative item index out of range"):
+        opt.bpr_step(u, i, torch.tensor([4, bad]), 0.0)
+    with pytest.raises(IndexError, match="item index out of range"):
+        opt.step_rows(u, torch.zeros(2, 6), torch.tensor([bad]), torch.zeros(1, 6), None)
+    assert opt.steps == 0 and torch.equal(m.item.weight.detach(), before)

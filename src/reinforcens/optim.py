@@ -208,6 +208,9 @@ class GMFOptimizer:
         h_grad
             Gradient of ``h`` (``None``: ``h`` has no gradient this step and is left alone).
         """
+        if self.backend == "numba":  # the compiled kernel does not check indices
+            _check_rows(users, self.model.n_users, "user")
+            _check_rows(items, self.model.n_items, "item")
         bc1, bc2 = self._advance()
         b1, b2 = self.betas
         step_size = self.lr * math.sqrt(bc2) / bc1
@@ -256,6 +259,10 @@ class GMFOptimizer:
         if self.backend == "numba":
             from reinforcens.kernels import bpr_adam_step
 
+            # the compiled kernel does not check indices: a bad one would write outside the tables
+            _check_rows(users, model.n_users, "user")
+            _check_rows(pos, model.n_items, "positive item")
+            _check_rows(neg, model.n_items, "negative item")
             bc1, bc2 = self._advance()
             uw, um, uv = self.user.arrays()
             iw, im, iv = self.item.arrays()
@@ -341,6 +348,15 @@ class GMFOptimizer:
                     target.zero_()
                 else:
                     target.copy_(state[key])
+
+
+def _check_rows(rows: torch.Tensor, n: int, what: str) -> None:
+    """Raise ``IndexError`` unless every entry of ``rows`` is in ``[0, n)``."""
+    if rows.numel() == 0:
+        return
+    lo, hi = (int(x) for x in torch.aminmax(rows))
+    if lo < 0 or hi >= n:
+        raise IndexError(f"{what} index out of range: got values in [{lo}, {hi}], the table has {n} rows")
 
 
 def _from_torch_optimizers(state: dict[str, Any]) -> dict[str, Any]:
