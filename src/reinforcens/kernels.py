@@ -420,9 +420,11 @@ def score_and_choose(users, cands, user_w, item_w, h, inv_temp, seed):
             z = z * inv_temp
             log_p[b, c] = z
             top = max(top, float(z))
+        weights = np.empty(n, np.float64)  # exp(z - max z), kept for the draw
         acc = 0.0
         for c in range(n):
-            acc += math.exp(float(log_p[b, c]) - top)
+            weights[c] = math.exp(float(log_p[b, c]) - top)
+            acc += weights[c]
         lse = top + math.log(acc)
         for c in range(n):
             log_p[b, c] = np.float32(float(log_p[b, c]) - lse)
@@ -431,7 +433,7 @@ def score_and_choose(users, cands, user_w, item_w, h, inv_temp, seed):
         run = 0.0
         pick = n - 1
         for c in range(n):
-            run += math.exp(float(log_p[b, c]) + lse - top)
+            run += weights[c]
             if run > target:
                 pick = c
                 break
