@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
-from test_sampler_contract import build, model_for, sampler_for
+from test_sampler_contract import Truth, build, model_for, sampler_for
 
 from reinforcens import backend as be
 from reinforcens import kernels
@@ -165,15 +165,16 @@ def test_compiled_mmd_equals_kernel_definition(scale):
 @pytest.mark.parametrize("exclude", [False, True])
 def test_compiled_uniform_draws_cover_exactly_the_allowed_items(n, exclude):
     """One draw per row (hash-set rejection) and several (gap keys): exact support, uniform."""
-    _, td = build(6, backend="numba")
+    data, td = build(6, backend="numba")
+    truth = Truth(data)
     gen = torch.Generator().manual_seed(0)
     every = torch.arange(td.n_items)
     for user in range(td.n_users):
         items = td.sample_uniform(torch.full((6000 // n,), user), n, gen, exclude_exposed=exclude)
         u = torch.full_like(every, user)
-        allowed = ~td.is_clicked(u, every)
-        if exclude and bool((allowed & ~td.is_exposed(u, every)).any()):
-            allowed &= ~td.is_exposed(u, every)
+        allowed = ~truth.is_clicked(u, every)
+        if exclude and bool((allowed & ~truth.is_exposed(u, every)).any()):
+            allowed &= ~truth.is_exposed(u, every)
         counts = torch.bincount(items.reshape(-1), minlength=td.n_items)
         assert torch.equal(counts > 0, allowed), (user, exclude)
         expected = counts.sum().item() / int(allowed.sum())
@@ -182,20 +183,86 @@ def test_compiled_uniform_draws_cover_exactly_the_allowed_items(n, exclude):
 
 @pytest.mark.parametrize("exclude", [False, True])
 def test_candidate_flags_are_exposure(exclude):
-    _, td = build(7, backend="numba")
+    data, td = build(7, backend="numba")
+    truth = Truth(data)
     users = torch.arange(td.n_users).repeat(5)
     gen = torch.Generator().manual_seed(0)
     cands, flags = td.sample_candidates(users, 10, 2, exclude, gen)
-    truth = td.is_exposed(users[:, None].expand_as(cands), cands)
-    assert torch.equal(flags, truth)
-    assert not bool(td.is_clicked(users[:, None].expand_as(cands), cands).any())
-    has = td.exposure_counts(users) > 0
+    assert torch.equal(flags, truth.is_exposed(users[:, None], cands))
+    assert not bool(truth.is_clicked(users[:, None], cands).any())
+    has = truth.n_exposed(users) > 0
     assert bool(flags[has, -2:].all())
     if exclude:
-        assert not bool(flags[has, :-2].any())
+        assert not bool(flags[has & truth.has_room(users), :-2].any())
+    else:
+        assert bool(flags[:, :-2].any())  # uniform draws among all non-clicked items hit exposures
     torch_td = build(7)[1]
     with pytest.raises(RuntimeError, match="numba"):
         torch_td.sample_candidates(users, 10, 2, exclude, gen)
+
+
+def _gap_oracle(seed, ctr, free):
+    """The kernels' exact draw: the ``k``-th item of ``free`` (sorted), ``k = _below(seed, ctr, len)``."""
+    return np.array([free[k] for k in kernels.random_below(seed, ctr, len(free))])
+
+
+def test_exhausted_rejection_falls_back_to_the_exact_draw():
+    """A hash set that rejects every item (all of the user's keys) makes all 32 rejection tries fail
+    for a user with room (so rejection is on): every draw is then the exact gap draw (counter
+    ``64 * (b * n + c) + 63``), and a valid non-clicked item."""
+    from reinforcens.training_data import _gap_keys
+
+    n_items, user, n = 20, 1, 2
+    clicked = np.array([3, 4, 11, 17])  # 16 of 20 free: 2 * free >= n_items, rejection is on
+    keys = user * n_items + clicked
+    indptr, gaps = _gap_keys(keys, 3, n_items)
+    free_count = np.array([n_items, n_items - clicked.size, n_items])
+    every = kernels.hash_build(user * n_items + np.arange(n_items), 6)  # 64 slots, 20 keys
+    users = np.full(5000, user)
+    seed = 99
+    out = kernels.sample_uniform(users, n, gaps, indptr, free_count, n_items, every, 64 - 6, seed)
+    free = sorted(set(range(n_items)) - set(clicked.tolist()))
+    ctr = 64 * np.arange(users.size * n) + 63
+    np.testing.assert_array_equal(out.reshape(-1), _gap_oracle(seed, ctr, free))
+    assert not np.isin(out, clicked).any()
+    counts = np.bincount(out.reshape(-1), minlength=n_items)[free]
+    assert stats.chisquare(counts).pvalue > 1e-4
+    # with the honest hash set of the clicks the draws are rejection draws: the oracle tells them apart
+    honest = kernels.hash_build(keys, 6)
+    out2 = kernels.sample_uniform(users, n, gaps, indptr, free_count, n_items, honest, 64 - 6, seed)
+    assert not np.isin(out2, clicked).any()
+    assert (out2.reshape(-1) != _gap_oracle(seed, ctr, free)).mean() > 0.5
+
+
+def _brute_best(users, cands, user_w, item_w, h):
+    """Index of the first highest ``h . (p_u * q_c)`` of each row, by a Python loop in float64."""
+    out = []
+    for u, row in zip(users.tolist(), cands.tolist(), strict=True):
+        s = [sum(float(h[k]) * float(user_w[u, k]) * float(item_w[i, k]) for k in range(h.size)) for i in row]
+        out.append(max(range(len(s)), key=lambda c: (s[c], -c)))
+    return np.array(out)
+
+
+def test_best_candidate_is_the_first_argmax_of_the_scores():
+    """``kernels.best_candidate`` (DNS) returns the argmax of the brute-force scores, the first position
+    of the best item when it is repeated; the rows are built so that argmax and argmin differ."""
+    rng = np.random.default_rng(0)
+    n_users, n_items, dim = 7, 40, 5
+    user_w = rng.normal(0, 1, (n_users, dim)).astype(np.float32)
+    item_w = rng.normal(0, 1, (n_items, dim)).astype(np.float32)
+    h = rng.normal(0, 1, dim).astype(np.float32)
+    users = rng.integers(0, n_users, 300)
+    cands = rng.integers(0, n_items, (300, 9))
+    cands[:, 5] = cands[:, 2]  # repeated candidates: the first position wins
+    got = kernels.best_candidate(users, cands, user_w, item_w, h)
+    want = _brute_best(users, cands, user_w, item_w, h)
+    np.testing.assert_array_equal(got, want)
+    z = np.einsum("bk,bck->bc", (user_w[users] * h).astype(np.float64), item_w[cands].astype(np.float64))
+    top2 = np.sort(z, 1)[:, -2:]
+    distinct = np.array([len(set(r)) > 1 for r in cands.tolist()])
+    assert distinct.all() and (z.argmax(1) != z.argmin(1)).all()
+    assert ((top2[:, 1] - top2[:, 0] > 1e-4) | (top2[:, 1] == top2[:, 0])).all()  # no float32 near ties
+    assert (got != 5).all()  # the repeat of position 2 never wins
 
 
 def test_counter_random_numbers_are_uniform_and_seeded():

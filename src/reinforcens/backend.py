@@ -11,6 +11,7 @@ reproducible from its seed for a given backend.
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import numpy as np
 import torch
@@ -62,6 +63,14 @@ def kernel_parts() -> int:
     import numba
 
     return int(numba.get_num_threads())
+
+
+def available_cpus() -> int:
+    """The number of CPUs this process may use (its affinity mask where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
 
 
 def set_threads(n: int) -> None:

@@ -11,10 +11,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from reinforcens.errors import ConfigError
 
 
-class TrainConfig(BaseModel):
-    """Everything that defines a training run (besides the data)."""
+class StrictModel(BaseModel):
+    """The base of every configuration: unknown keys and non-finite numbers (``nan``, ``inf``) are
+    refused, so a typo or an overflow never reaches a run."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class TrainConfig(StrictModel):
+    """Everything that defines a training run (besides the data)."""
 
     sampler: str = Field(
         "uniform", description="negative sampler name (see `reinforcens train --help`)"
@@ -59,7 +64,7 @@ class TrainConfig(BaseModel):
         1000, ge=0, description="negatives kept per epoch for analysis (negatives.npz)"
     )
     full_k: int = Field(20, ge=1, description="cut-off of the full-ranking metrics")
-    seed: int = Field(0, description="seed of every random stream of the run")
+    seed: int = Field(0, ge=0, lt=2**63, description="seed of every random stream of the run")
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
     backend: Literal["auto", "numba", "torch"] = Field(
         "auto",
@@ -94,9 +99,11 @@ class TrainConfig(BaseModel):
     def load(cls, path: str | Path) -> TrainConfig:
         path = Path(path)
         try:
-            values = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read config ({exc})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: cannot read config (not a JSON object)")
         try:
             return cls.build(**values)
         except ConfigError as exc:

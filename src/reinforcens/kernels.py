@@ -659,3 +659,118 @@ def list_auc_ndcg(scores, labels, mask, cum):
             auc[r] = np.nan
             ndcg[r] = np.nan
     return auc, ndcg
+
+
+# ------------------------------------------------------------------------------ checked entry points
+# The kernels above index tables without bounds checks (for speed); every public entry point below
+# first checks, once per call, that each index lies inside the table it indexes, so a bad input raises
+# an ``IndexError`` instead of reading or writing memory outside the arrays. ``adam_dense`` is called
+# from inside other kernels and indexes nothing, so it is left as it is.
+def _rows(name: str, index: np.ndarray, n: int) -> None:
+    """Raise ``IndexError`` unless every value of ``index`` is in ``[0, n)``."""
+    if index.size:
+        lo, hi = int(index.min()), int(index.max())
+        if lo < 0 or hi >= n:
+            bad = lo if lo < 0 else hi
+            raise IndexError(f"{name}: index {bad} is out of range for {n} rows")
+
+
+def _same(name: str, *sizes: int) -> None:
+    if len(set(sizes)) > 1:
+        raise IndexError(f"{name}: sizes {sizes} do not match")
+
+
+def _check_gmf(users, items, user_w, item_w, h) -> None:
+    _same("users and item rows", users.shape[0], items.shape[0])
+    _same("embedding sizes", user_w.shape[1], item_w.shape[1], h.shape[0])
+    _rows("users", users, user_w.shape[0])
+    _rows("items", items, item_w.shape[0])
+
+
+def _checked(kernel, check):
+    """``kernel`` behind ``check(*args)``, with the kernel's name and docstring."""
+
+    def run(*args):
+        check(*args)
+        return kernel(*args)
+
+    run.__name__, run.__qualname__, run.__doc__ = kernel.__name__, kernel.__name__, kernel.__doc__
+    run.kernel = kernel  # the unchecked dispatcher, for callers that have checked already
+    return run
+
+
+def _check_segments(users, indptr, *per_user) -> None:
+    _rows("users", users, indptr.shape[0] - 1)
+    for a in per_user:
+        _same("per-user arrays", a.shape[0], indptr.shape[0] - 1)
+
+
+score_lists = _checked(score_lists, lambda u, i, uw, iw, h: _check_gmf(u, i, uw, iw, h))
+best_candidate = _checked(best_candidate, lambda u, c, uw, iw, h: _check_gmf(u, c, uw, iw, h))
+
+
+def _check_choose(users, cands, user_w, item_w, h, inv_temp, seed) -> None:
+    _check_gmf(users, cands, user_w, item_w, h)
+
+
+def _check_reinforce(users, cands, choice, log_p, rewards, user_w, item_w, h, *rest) -> None:
+    _check_gmf(users, cands, user_w, item_w, h)
+    _same("rows of choice, log_p and rewards", users.shape[0], choice.shape[0], log_p.shape[0],
+          rewards.shape[0])  # fmt: skip
+    _rows("choice", choice, cands.shape[1])
+
+
+def _check_bpr(users, pos, neg, user_w, item_w, h, *rest) -> None:
+    _same("users, positives and negatives", users.shape[0], pos.shape[0], neg.shape[0])
+    _rows("users", users, user_w.shape[0])
+    _rows("positives", pos, item_w.shape[0])
+    _rows("negatives", neg, item_w.shape[0])
+
+
+def _check_rowwise(rows_in, grads_in, weight, *rest) -> None:
+    _same("rows and gradients", rows_in.shape[0], grads_in.shape[0])
+    _rows("rows", rows_in, weight.shape[0])
+
+
+def _check_uniform(users, n, gaps, indptr, free, *rest) -> None:
+    _check_segments(users, indptr, free)
+
+
+def _check_sample_segments(users, n, keys, indptr, *rest) -> None:
+    _check_segments(users, indptr)
+
+
+def _check_candidates(users, n, n_exp, gaps, indptr, free, blocked, exp_keys, exp_indptr, *rest) -> None:
+    _check_segments(users, indptr, free, blocked)
+    _check_segments(users, exp_indptr)
+
+
+def _check_contains(keys, indptr, users, items, n_items) -> None:
+    _same("users and items", users.shape[0], items.shape[0])
+    _check_segments(users, indptr)
+    _rows("items", items, n_items)
+
+
+def _check_lists(scores, labels, mask, cum) -> None:
+    _same("list shapes", scores.shape, labels.shape, mask.shape)
+    if cum.shape[0] < scores.shape[1] + 1:
+        raise IndexError(f"cum: {cum.shape[0]} discounts for lists of length {scores.shape[1]}")
+
+
+def _check_mmd(dots, sq_x, sq_g, m, coef, cs, out) -> None:
+    _same("exposed and generated rows", dots.shape[0], sq_x.shape[0])
+    _same("instances", dots.shape[1], sq_g.shape[0], out.shape[0])
+    if not 0 < m < dots.shape[0]:
+        raise IndexError(f"m: {m} exposed rows of {dots.shape[0]}")
+
+
+score_and_choose = _checked(score_and_choose, _check_choose)
+reinforce_adam_step = _checked(reinforce_adam_step, _check_reinforce)
+bpr_adam_step = _checked(bpr_adam_step, _check_bpr)
+rowwise_adam = _checked(rowwise_adam, _check_rowwise)
+sample_uniform = _checked(sample_uniform, _check_uniform)
+sample_segments = _checked(sample_segments, _check_sample_segments)
+candidates = _checked(candidates, _check_candidates)
+contains_segments = _checked(contains_segments, _check_contains)
+list_auc_ndcg = _checked(list_auc_ndcg, _check_lists)
+mmd_reduce = _checked(mmd_reduce, _check_mmd)

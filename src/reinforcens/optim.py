@@ -208,7 +208,7 @@ class GMFOptimizer:
         h_grad
             Gradient of ``h`` (``None``: ``h`` has no gradient this step and is left alone).
         """
-        if self.backend == "numba":  # the compiled kernel does not check indices
+        if self.backend == "numba":  # both tables are checked before either is written
             _check_rows(users, self.model.n_users, "user")
             _check_rows(items, self.model.n_items, "item")
         bc1, bc2 = self._advance()
@@ -217,6 +217,7 @@ class GMFOptimizer:
         if self.backend == "numba":
             from reinforcens.kernels import adam_dense, rowwise_adam
 
+            rowwise_adam = rowwise_adam.kernel  # checked above, for both tables at once
             k = self.model.dim
             for state, rows, grads in ((self.user, users, user_grads), (self.item, items, item_grads)):
                 r = np_view(rows.reshape(-1).contiguous())
@@ -259,10 +260,11 @@ class GMFOptimizer:
         if self.backend == "numba":
             from reinforcens.kernels import bpr_adam_step
 
-            # the compiled kernel does not check indices: a bad one would write outside the tables
+            # checked here, before the step is counted (the kernel's own check would count it first)
             _check_rows(users, model.n_users, "user")
             _check_rows(pos, model.n_items, "positive item")
             _check_rows(neg, model.n_items, "negative item")
+            bpr_adam_step = bpr_adam_step.kernel
             bc1, bc2 = self._advance()
             uw, um, uv = self.user.arrays()
             iw, im, iv = self.item.arrays()

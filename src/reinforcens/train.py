@@ -28,17 +28,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from reinforcens import rundir
+from reinforcens.atomic import atomic_open, atomic_write_json, atomic_write_text, is_temporary, json_line
 from reinforcens.backend import resolve_backend
-from reinforcens.checkpoint import (
-    atomic_write_json,
-    atomic_write_text,
-    load_checkpoint,
-    save_checkpoint,
-)
+from reinforcens.checkpoint import load_checkpoint, save_checkpoint
 from reinforcens.config import TrainConfig
 from reinforcens.data.prepared import PreparedDataset
 from reinforcens.errors import ConfigError, DataError
 from reinforcens.evaluation import evaluate, evaluate_lists
+from reinforcens.lock import LOCK_FILE, DirectoryLock
 from reinforcens.models.gmf import GMF, TorchScorer
 from reinforcens.optim import GMFOptimizer
 from reinforcens.samplers import NegativeSampler, SamplerContext, make_sampler
@@ -113,36 +111,58 @@ class Trainer:
         self.train_data = TrainingData.from_prepared(data, self.device, self.backend)
 
     # ------------------------------------------------------------------ set-up
-    def _prepare_out(self) -> None:
-        if self.out is None:
-            return
-        cfg_path = self.out / "config.json"
-        if self.out.exists() and any(self.out.iterdir()):
-            if not cfg_path.is_file():
-                raise ConfigError(f"{self.out} exists and is not a run directory")
-            saved = json.loads(cfg_path.read_text())
-            if (self.out / "metrics.json").is_file() and not self.resume:
-                raise ConfigError(
-                    f"{self.out} holds a finished run; choose another --out or delete it"
-                )
-            if not self.resume:
-                raise ConfigError(
-                    f"{self.out} holds an unfinished run; pass --resume to continue it"
-                )
-            mine = json.loads(self.config.to_json())
-            diff = sorted(
-                k for k in mine if k not in ("device", "backend") and saved.get(k) != mine.get(k)
+    def run_info(self) -> dict[str, Any]:
+        """How this run is computed (``run.json``): resolved backend, device type, pretrained checkpoint."""
+        pre = self.config.pretrained
+        return {
+            "backend": self.backend,
+            "device": self.device.type,
+            "pretrained_sha256": rundir.file_sha256(Path(pre)) if pre and Path(pre).is_file() else None,
+        }
+
+    def _started(self) -> bool:
+        """Whether ``out`` holds a started run (its ``config.json``, written last at set-up); raise if it
+        holds anything that is not a run."""
+        assert self.out is not None
+        if not self.out.exists():
+            return False
+        if not self.out.is_dir():
+            raise ConfigError(f"{self.out} exists and is not a directory")
+        ours = {LOCK_FILE, rundir.DATA, rundir.RUN}  # what set-up writes before config.json
+        names = [p.name for p in self.out.iterdir() if not is_temporary(p.name)]
+        if rundir.CONFIG in names:
+            return True
+        if any(n in _TRAINED_FILES for n in names):  # a run's results without the config that made them
+            raise DataError(
+                "missing: the directory holds a run's files but not its config; delete the run "
+                "directory to retrain",
+                self.out / rundir.CONFIG,
             )
+        if any(n not in ours for n in names):
+            raise ConfigError(f"{self.out} exists and is not a run directory")
+        return False
+
+    def _prepare_out(self) -> None:
+        """Check a started run against this one (under the run's lock), or set up a new one."""
+        out = self.out
+        assert out is not None
+        if self._started():
+            if not self.resume:
+                if (out / rundir.METRICS).is_file():
+                    raise ConfigError(f"{out} holds a finished run; choose another --out or delete it")
+                raise ConfigError(f"{out} holds an unfinished run; pass --resume to continue it")
+            saved = rundir.read_config_values(out)
+            diff = rundir.config_differences(saved, json.loads(self.config.to_json()))
             if diff:
                 raise ConfigError(
-                    f"cannot resume {self.out}: its config differs in {', '.join(diff)}"
+                    f"{out / rundir.CONFIG}: cannot resume the run: its config differs in {', '.join(diff)}"
                 )
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(cfg_path, self.config.to_json() + "\n")
-        atomic_write_json(
-            self.out / "data.json",
-            {"path": str(self.data.path) if self.data.path else None, "stats": self.data.stats()},
-        )
+            rundir.check_same_data(out, self.data.fingerprint)
+            rundir.check_same_run_info(out, self.run_info())
+            return
+        atomic_write_json(out / rundir.DATA, self.data.describe())
+        atomic_write_json(out / rundir.RUN, self.run_info())
+        atomic_write_text(out / rundir.CONFIG, self.config.to_json() + "\n")
 
     def _new_model(self, gen: torch.Generator) -> GMF:
         seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
@@ -231,24 +251,35 @@ class Trainer:
         last_path = stage_dir / "last.pt" if stage_dir else None
         records: dict[int, np.ndarray] = {}
 
+        last_epoch = 0
         if last_path is not None and last_path.is_file():
-            st = load_checkpoint(last_path, self.device)
-            model.load_state_dict(st["recommender"])
-            optimizer.load_state_dict(st["optimizer"])
-            sampler.load_state_dict(st["sampler"])
-            for g, s in zip(gens, st["generators"], strict=True):
-                g.set_state(s.cpu() if g.device.type == "cpu" else s)
-            start_epoch = int(st["epoch"]) + 1
+            st = load_checkpoint(last_path, self.device, require=_LAST_KEYS)
+            try:
+                model.load_state_dict(st["recommender"])
+                optimizer.load_state_dict(st["optimizer"])
+                sampler.load_state_dict(st["sampler"])
+                for g, s in zip(gens, st["generators"], strict=True):
+                    g.set_state(s.cpu() if g.device.type == "cpu" else s)
+                last_epoch = int(st["epoch"])
+                best_epoch, bad, seconds = int(st["best_epoch"]), int(st["bad"]), float(st["seconds"])
+                best_valid = {k: float(v) for k, v in st["best_valid"].items()}
+            except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+                what = f"not the state of this run ({type(exc).__name__}: {exc})"
+                raise DataError(what, last_path) from None
+            start_epoch = last_epoch + 1
             if st.get("stopped", False):  # the stage had finished: nothing left to train
                 start_epoch = max_epochs + 1
-            best_epoch, bad, seconds = int(st["best_epoch"]), int(st["bad"]), float(st["seconds"])
-            best_valid = {k: float(v) for k, v in st["best_valid"].items()}
-            best_state = load_checkpoint(stage_dir / "best.pt", self.device)
-            history = [json.loads(x) for x in (stage_dir / "epochs.jsonl").read_text().splitlines()]
-            history = [h for h in history if h["epoch"] < start_epoch]
-            if (stage_dir / "negatives.npz").is_file():
-                with np.load(stage_dir / "negatives.npz") as z:
-                    records = {int(k[1:]): z[k] for k in z.files}
+            if best_epoch > 0 or floor is not None:  # else no evaluation has happened yet
+                best_state = load_checkpoint(stage_dir / rundir.BEST, self.device, require=_STATE_KEYS)
+                # best.pt may be one epoch ahead when a run was stopped between the two writes: that
+                # epoch is trained again, identically, and writes it again
+                if int(best_state["epoch"]) not in (best_epoch, last_epoch + 1):
+                    raise DataError(
+                        f"holds epoch {best_state['epoch']}, last.pt says the best epoch is {best_epoch}",
+                        stage_dir / rundir.BEST,
+                    )
+            history = self._resumed_history(stage_dir, last_epoch, floor is not None)
+            records = self._resumed_negatives(stage_dir, last_epoch)
         elif floor is not None:
             # epoch 0: the pretrained state is a candidate too
             v = self.validate(rank_model)
@@ -257,10 +288,9 @@ class Trainer:
                 {"epoch": 0, "stage": name, "valid_auc": v["auc"], "valid_ndcg": v["ndcg"]}
             )
             if stage_dir is not None:  # so a resumed run that never beats it still has a best state
-                stage_dir.mkdir(parents=True, exist_ok=True)
-                save_checkpoint(stage_dir / "best.pt", best_state)
+                save_checkpoint(stage_dir / rundir.BEST, best_state)
 
-        epoch = start_epoch - 1
+        epoch = last_epoch
         for epoch in range(start_epoch, max_epochs + 1):
             t0 = time.perf_counter()
             rec: list[torch.Tensor] = []
@@ -326,6 +356,48 @@ class Trainer:
         res.last_negatives = records.get(epoch)
         return res
 
+    @staticmethod
+    def _resumed_history(stage_dir: Path, last_epoch: int, epoch_zero: bool) -> list[dict[str, Any]]:
+        """The rows of ``epochs.jsonl`` up to ``last_epoch``, one per epoch (and the pretrained state's
+        epoch 0 with ``epoch_zero``), as the interrupted run wrote them.
+
+        Raises
+        ------
+        DataError
+            Naming ``epochs.jsonl`` if a row is missing, repeated or out of order: a resumed run that
+            continued from it would not be the uninterrupted run.
+        """
+        path = stage_dir / rundir.EPOCHS
+        history = [h for h in rundir.read_json_lines(path) if h["epoch"] <= last_epoch]
+        expected = [*([0] if epoch_zero else []), *range(1, last_epoch + 1)]
+        if [h["epoch"] for h in history] != expected:
+            raise DataError(
+                f"corrupt: holds epochs {[h['epoch'] for h in history]}, last.pt is at epoch {last_epoch}",
+                path,
+            )
+        return history
+
+    def _resumed_negatives(self, stage_dir: Path, last_epoch: int) -> dict[int, np.ndarray]:
+        """The negatives recorded up to ``last_epoch`` (``negatives.npz``), one record per epoch.
+
+        Raises
+        ------
+        DataError
+            Naming ``negatives.npz`` if it is missing, corrupt, holds ids out of range or lacks an
+            epoch the interrupted run recorded.
+        """
+        path = stage_dir / rundir.NEGATIVES
+        if not self.config.record_negatives or last_epoch == 0 or self.train_data.n_positives == 0:
+            return rundir.read_negatives(path, last_epoch) if path.is_file() else {}
+        if not path.is_file():
+            raise DataError(f"missing: the negatives recorded up to epoch {last_epoch} are gone", path)
+        records = rundir.read_negatives(path, last_epoch, self.data.n_users, self.data.n_items)
+        if sorted(records) != list(range(1, last_epoch + 1)):
+            raise DataError(
+                f"corrupt: holds epochs {sorted(records)}, last.pt is at epoch {last_epoch}", path
+            )
+        return records
+
     def _state(
         self, model: GMF, sampler: NegativeSampler, epoch: int, valid: dict
     ) -> dict[str, Any]:
@@ -337,6 +409,7 @@ class Trainer:
             "config": self.config.to_json(),
             "n_users": self.data.n_users,
             "n_items": self.data.n_items,
+            "data_fingerprint": self.data.fingerprint,
         }
 
     def _save_epoch(
@@ -357,16 +430,13 @@ class Trainer:
         stopped: bool = False,
     ) -> None:
         if new_best is not None:
-            save_checkpoint(stage_dir / "best.pt", new_best)
+            save_checkpoint(stage_dir / rundir.BEST, new_best)
         if records:
-            tmp = stage_dir / ".negatives.tmp.npz"
-            np.savez(tmp, **{f"e{k}": v for k, v in records.items()})
-            tmp.replace(stage_dir / "negatives.npz")
-        atomic_write_text(
-            stage_dir / "epochs.jsonl", "".join(json.dumps(h) + "\n" for h in history)
-        )
+            with atomic_open(stage_dir / rundir.NEGATIVES, "wb") as f:
+                np.savez(f, **{f"e{k}": v for k, v in records.items()})
+        atomic_write_text(stage_dir / rundir.EPOCHS, "".join(json_line(h) for h in history))
         save_checkpoint(
-            stage_dir / "last.pt",
+            stage_dir / rundir.LAST,
             {
                 "recommender": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -385,19 +455,19 @@ class Trainer:
     def _pretrain(self) -> tuple[dict[str, Any], float | None]:
         cfg = self.config
         if cfg.pretrained:
-            st = load_checkpoint(cfg.pretrained, self.device)
-            if st.get("n_users") != self.data.n_users or st.get("n_items") != self.data.n_items:
+            st = load_checkpoint(cfg.pretrained, self.device, require=_STATE_KEYS)
+            other = st.get("data_fingerprint", self.data.fingerprint) != self.data.fingerprint
+            if other or st["n_users"] != self.data.n_users or st["n_items"] != self.data.n_items:
                 raise DataError(
                     "pretrained checkpoint was trained on other data "
-                    f"({st.get('n_users')} users, {st.get('n_items')} items)",
+                    f"({st['n_users']} users, {st['n_items']} items)",
                     cfg.pretrained,
                 )
             return st, st.get("valid", {}).get("auc")
         stage_dir = self.out / "pretrain" if self.out else None
-        done = stage_dir / "best.pt" if stage_dir else None
-        if stage_dir and (stage_dir / "done.json").is_file() and done.is_file():
-            st = load_checkpoint(done, self.device)
-            return st, st["valid"]["auc"]
+        if stage_dir and (stage_dir / "done.json").is_file():
+            st = load_checkpoint(stage_dir / rundir.BEST, self.device, require=_STATE_KEYS)
+            return st, float(st["valid"]["auc"])
         gens = _generators(cfg.seed + 1_000_003, self.device, 3)
         model = self._new_model(gens[0])
         uniform = make_sampler("uniform", self.train_data, gens[2])
@@ -412,16 +482,30 @@ class Trainer:
             cfg.pretrain_negatives,
         )
         if stage_dir:
-            save_checkpoint(stage_dir / "best.pt", res.best_state)
+            save_checkpoint(stage_dir / rundir.BEST, res.best_state)
             atomic_write_json(stage_dir / "done.json", {"best_epoch": res.best_epoch})
         return res.best_state, res.best_valid["auc"]
 
     def fit(self) -> dict[str, Any]:
-        """Train, select the best validation state, evaluate it; returns the metrics dict."""
+        """Train, select the best validation state, evaluate it; returns the metrics dict.
+
+        With a run directory, the process holds its lock throughout (a second writer is refused), and a
+        finished run is returned as it is (``resume``) only if it verifies
+        (:func:`reinforcens.rundir.verify_finished`).
+        """
+        if self.out is None:
+            return self._fit()
+        self._started()  # refuse a foreign directory before writing a lock file into it
+        with DirectoryLock(self.out, "run"):
+            self._prepare_out()
+            if self.resume and (self.out / rundir.METRICS).is_file():
+                return rundir.verify_finished(
+                    self.out, self.config.to_json(), self.data.fingerprint, self.run_info()
+                )
+            return self._fit()
+
+    def _fit(self) -> dict[str, Any]:
         cfg = self.config
-        self._prepare_out()
-        if self.out is not None and self.resume and (self.out / "metrics.json").is_file():
-            return json.loads((self.out / "metrics.json").read_text())
         t_start = time.perf_counter()
         gens = _generators(cfg.seed, self.device, 3)
         model = self._new_model(gens[0])
@@ -474,8 +558,9 @@ class Trainer:
                 metrics[f"negatives.{k}"] = v
         self.model, self.sampler, self.history = model, sampler, res.history
         if self.out is not None:
-            save_checkpoint(self.out / "best.pt", res.best_state)
-            atomic_write_json(self.out / "metrics.json", _finite(metrics))
+            save_checkpoint(self.out / rundir.BEST, res.best_state)
+            metrics["checkpoint_sha256"] = rundir.file_sha256(self.out / rundir.BEST)
+            atomic_write_json(self.out / rundir.METRICS, metrics)
         return metrics
 
 
@@ -489,23 +574,37 @@ def _clone(obj: Any) -> Any:
     return obj
 
 
-def _finite(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+#: files that only a started run writes (their presence without config.json: a corrupt run)
+_TRAINED_FILES = frozenset(
+    {rundir.EPOCHS, rundir.LAST, rundir.BEST, rundir.NEGATIVES, rundir.METRICS, "pretrain"}
+)
+
+#: keys of every saved model state (best.pt) and of the resumable state (last.pt)
+_STATE_KEYS = ("recommender", "sampler", "epoch", "valid", "n_users", "n_items")
+_LAST_KEYS = ("recommender", "optimizer", "sampler", "generators", "epoch", "best_epoch", "bad",
+              "seconds", "best_valid")  # fmt: skip
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[TrainConfig, GMF, dict[str, Any]]:
     """Load a finished run's config and its ranking model (the best state).
 
     Returns the config, the model that ranks (the generator for IRGAN), and the checkpoint dict.
+
+    Raises
+    ------
+    DataError
+        Naming ``config.json`` or ``best.pt`` if it is missing, corrupt (``best.pt``: a failed CRC
+        check included) or not of this kind.
     """
     run_dir = Path(run_dir)
-    cfg = TrainConfig.load(run_dir / "config.json")
-    st = load_checkpoint(run_dir / "best.pt", device)
+    cfg = rundir.read_config(run_dir)
+    path = run_dir / rundir.BEST
+    st = load_checkpoint(path, device, require=_STATE_KEYS)
     model = GMF(int(st["n_users"]), int(st["n_items"]), cfg.dim)
-    if cfg.sampler == "irgan":
-        model.load_state_dict(st["sampler"]["model"])
-    else:
-        model.load_state_dict(st["recommender"])
+    try:
+        model.load_state_dict(st["sampler"]["model"] if cfg.sampler == "irgan" else st["recommender"])
+    except (KeyError, RuntimeError, TypeError) as exc:
+        raise DataError(f"not a {cfg.sampler} run's model of dim {cfg.dim} ({exc})", path) from None
     return cfg, model.to(device), st
 
 

@@ -17,7 +17,9 @@ import traceback
 from collections.abc import Sequence
 
 from reinforcens import __version__
+from reinforcens.cli._common import positive_int
 from reinforcens.errors import ReinforcensError
+from reinforcens.experiments.runner import Terminated
 
 COMMANDS = (
     "simulate",
@@ -46,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show full tracebacks on errors")
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=None,
         help="torch intra-op threads (default: torch's choice; 1 is often fastest for GMF-sized work "
         "and on a busy machine)",
@@ -65,9 +67,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 1
     if args.threads is not None:
-        from reinforcens.backend import set_threads
+        from reinforcens.backend import available_cpus, set_threads
 
-        set_threads(max(1, args.threads))
+        cpus = available_cpus()
+        if args.threads > cpus:
+            print(
+                f"reinforcens: warning: --threads {args.threads} is more than the {cpus} CPUs this "
+                f"process may use; using {cpus}",
+                file=sys.stderr,
+            )
+        set_threads(min(args.threads, cpus))
     try:
         code = args.func(args)
     except ReinforcensError as exc:
@@ -75,6 +84,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"reinforcens {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # an unwritable --out, an unreadable input, a full disk: name the file
+        if args.verbose:
+            traceback.print_exc()
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"reinforcens {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except Terminated:  # SIGTERM during an experiment's runs (a KeyboardInterrupt: caught first)
+        print(f"reinforcens {args.command}: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"reinforcens {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from typing import Any
@@ -10,12 +11,37 @@ from reinforcens.errors import ConfigError
 
 
 def parse_list_length(text: str) -> int | None:
-    if text.strip().lower() in ("none", "0", "all"):
+    """``--list-length``: an integer >= 2, or ``none``/``all`` (keep sessions as they are)."""
+    if text.strip().lower() in ("none", "all"):
         return None
     try:
         value = int(text)
     except ValueError:
         raise ConfigError(f"--list-length must be an integer or 'none', got {text!r}") from None
+    if value < 2:
+        raise ConfigError(
+            f"--list-length must be at least 2 (or 'none' to keep sessions as they are), got {value}"
+        )
+    return value
+
+
+def seed(text: str) -> int:
+    """An argparse type: a seed, a whole number from 0 to 2**63 - 1."""
+    return _int_in(text, 0, 2**63 - 1, "a seed")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    return _int_in(text, 1, None, "a whole number >= 1")
+
+
+def _int_in(text: str, lo: int, hi: int | None, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < lo or (hi is not None and value > hi):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
     return value
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from reinforcens.cli._common import seed
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -20,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--data", help="prepared dataset (default: the one each run recorded)")
     p.add_argument("--points", type=int, default=1000, help="points per set in each t-SNE (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the exposed samples and the t-SNE")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the exposed samples and the t-SNE")
     p.set_defaults(func=run)
 
 

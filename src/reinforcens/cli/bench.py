@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import shutil
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 
 from reinforcens.backend import set_threads
+from reinforcens.cli._common import seed
 from reinforcens.errors import ConfigError
 
 #: prepare settings per simulator preset: (min_sessions, list_length)
@@ -116,7 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="folder of generated and prepared presets (default ~/.cache/reinforcens/bench)",
     )
-    p.add_argument("--seed", type=int, default=0, help="simulation and training seed (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="simulation and training seed (default 0)")
     p.add_argument(
         "--memory",
         action="store_true",
@@ -621,9 +621,9 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_table(result))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        from reinforcens.atomic import atomic_write_json
+
+        atomic_write_json(Path(args.out), result, sort_keys=False)
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from reinforcens.cli._common import print_json
+from reinforcens.cli._common import positive_int, print_json, seed
 from reinforcens.cli.train import add_training_arguments, training_values
 
 
@@ -18,13 +18,16 @@ def add_run_arguments(p: argparse.ArgumentParser, seeds_default: str) -> None:
         help=f"a count N (seeds 0..N-1) or a comma-separated list of seeds (default {seeds_default})",
     )
     p.add_argument(
-        "--jobs", type=int, default=None, help="parallel runs, one process each (default: the CPU count)"
+        "--jobs",
+        type=positive_int,
+        default=None,
+        help="parallel runs, one process each (default: the CPU count)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def add_tune_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--trials", type=int, default=20, help="trials per method (default 20)")
+    p.add_argument("--trials", type=positive_int, default=20, help="trials per method (default 20)")
     p.add_argument(
         "--grid",
         action="append",
@@ -62,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run `reinforcens tune` first (into OUT/tune, --trials per method) and use its result",
     )
     add_tune_arguments(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the tuning trials (with --tune)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the tuning trials (with --tune)")
     p.add_argument("--json", action="store_true", help="print summary.json instead of the table")
     add_training_arguments(p)
     p.set_defaults(func=run)
@@ -74,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from reinforcens.errors import ConfigError
     from reinforcens.experiments.compare import compare, parse_methods
     from reinforcens.experiments.tune import load_tuned, parse_grid_overrides, tune
+    from reinforcens.lock import DirectoryLock
 
     base = training_values(args, None)
     reference = None if args.reference.strip().lower() == "none" else args.reference
@@ -84,28 +88,32 @@ def run(args: argparse.Namespace) -> int:
         tuned = load_tuned(args.tuned)
     elif args.tune:
         names = parse_methods(args.methods)
-        tuned = tune(
+        grid = parse_grid_overrides(args.grid)
+    # one compare at a time in --out, its --tune trials (in OUT/tune) included; compare() re-enters
+    with DirectoryLock(args.out, "experiment"):
+        if args.tune:
+            tuned = tune(
+                args.data,
+                names,
+                Path(args.out) / "tune",
+                trials=args.trials,
+                seed=args.seed,
+                base=base,
+                grid=grid,
+                jobs=args.jobs,
+                progress=not args.quiet,
+            )
+        res = compare(
             args.data,
-            names,
-            Path(args.out) / "tune",
-            trials=args.trials,
-            seed=args.seed,
+            args.methods,
+            args.seeds,
+            args.out,
+            reference=reference,
             base=base,
-            grid=parse_grid_overrides(args.grid),
+            tuned=tuned,
             jobs=args.jobs,
             progress=not args.quiet,
         )
-    res = compare(
-        args.data,
-        args.methods,
-        args.seeds,
-        args.out,
-        reference=reference,
-        base=base,
-        tuned=tuned,
-        jobs=args.jobs,
-        progress=not args.quiet,
-    )
     if args.json:
         from reinforcens.experiments.report import jsonable
 

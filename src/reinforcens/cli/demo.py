@@ -10,14 +10,14 @@ import argparse
 import json
 from pathlib import Path
 
-from reinforcens.cli._common import fmt
+from reinforcens.cli._common import fmt, seed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="simulate, prepare, train BPR-GMF and RNS, compare (the README demo)")
     p.add_argument("--out", default="demo", help="working directory (default ./demo)")
     p.add_argument("--preset", default="small", help="simulator preset (default small)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument(
         "--epochs", type=int, default=20, help="maximum epochs of each training stage (default 20)"
     )

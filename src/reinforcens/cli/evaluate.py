@@ -37,20 +37,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate_run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    import json
     from pathlib import Path
 
     from reinforcens.models.gmf import TorchScorer
+    from reinforcens.rundir import data_for
     from reinforcens.train import load_run
 
     run_dir = Path(args.run)
-    data_path = args.data
-    if data_path is None:
-        info = run_dir / "data.json"
-        if not info.is_file():
-            raise ConfigError(f"{run_dir}: no data.json; pass --data")
-        data_path = json.loads(info.read_text())["path"]
-    data = load_prepared(data_path)
+    if not run_dir.is_dir():
+        raise ConfigError(f"--run {run_dir}: no such run directory")
+    data = data_for(run_dir, args.data)
     _, model, _ = load_run(run_dir)
     return evaluate(TorchScorer(model), data, full_k=args.k)
 

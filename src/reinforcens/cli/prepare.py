@@ -6,7 +6,7 @@ import argparse
 import inspect
 from pathlib import Path
 
-from reinforcens.cli._common import parse_list_length, parse_options
+from reinforcens.cli._common import parse_list_length, parse_options, seed
 from reinforcens.data.formats import _READERS, available_formats, read_log
 from reinforcens.data.prepared import PreparedDataset, _check_options, prepare_events, save_prepared
 from reinforcens.data.preprocess import preprocess
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="40",
         help="evaluation list length L (default 40); 'none' keeps sessions as they are",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the list sampling (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the list sampling (default 0)")
     p.add_argument("--force", action="store_true", help="replace an existing prepared dataset")
     g = p.add_argument_group("table format columns")
     g.add_argument("--user-col", default=None)

@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from reinforcens.cli._common import seed
 from reinforcens.data.simulate import (
     GROUND_TRUTH_FILE,
     LOG_FILE,
@@ -38,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"one of {', '.join(PRESETS)} (default: small)",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
     parser.add_argument(
         "--force",
         action="store_true",

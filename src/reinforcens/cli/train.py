@@ -6,7 +6,7 @@ import argparse
 import typing
 from typing import Any
 
-from reinforcens.cli._common import fmt, parse_options, print_json
+from reinforcens.cli._common import fmt, parse_options, print_json, seed
 from reinforcens.config import TrainConfig
 from reinforcens.data.prepared import load_prepared
 from reinforcens.errors import ConfigError
@@ -113,7 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="prepared dataset directory")
     p.add_argument("--sampler", required=True, help="negative sampler: " + ", ".join(SAMPLERS))
     p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--config", help="a JSON config file (command-line flags override it)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from reinforcens.cli._common import positive_int, seed
 from reinforcens.cli.compare import add_tune_arguments
 from reinforcens.cli.train import add_training_arguments, training_values
 
@@ -27,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma-separated methods to tune",
     )
     add_tune_arguments(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the trial choice and of every trial")
-    p.add_argument("--jobs", type=int, default=None, help="parallel runs (default: the CPU count)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the trial choice and of every trial")
+    p.add_argument("--jobs", type=positive_int, default=None, help="parallel runs (default: the CPU count)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_training_arguments(p)
     p.set_defaults(func=run)

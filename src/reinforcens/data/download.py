@@ -35,6 +35,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from reinforcens.atomic import atomic_write_json
 from reinforcens.errors import ReinforcensError
 
 ENV_BASE_URL = "REINFORCENS_DATASETS_URL"
@@ -398,9 +399,7 @@ def download(
         "downloaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "files": records,
     }
-    tmp = target / (MARKER + ".tmp")
-    tmp.write_text(json.dumps(marker, indent=2) + "\n")
-    tmp.replace(target / MARKER)
+    atomic_write_json(target / MARKER, marker, sort_keys=False)
     return target
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reinforcens.data.integrity import one_line
 from reinforcens.errors import DataError
 
 _FORMAT = "reinforcens-ground-truth"
@@ -243,12 +244,14 @@ class GroundTruth:
                     raise DataError(f"ground-truth file lacks {', '.join(missing)}", path)
                 arrays = {k: np.asarray(data[k], dtype=np.float32) for k in _ARRAYS}
                 scalars = {k: float(data[k]) for k in _SCALARS}
-        except (OSError, ValueError) as exc:
-            raise DataError(f"unreadable ground-truth file ({exc})", path) from None
+        except DataError:
+            raise
+        except Exception as exc:  # truncated, garbled (a failed CRC check), not a zip, ...
+            raise DataError(f"unreadable ground-truth file ({one_line(exc)})", path) from None
         try:
             return cls(**arrays, **scalars)
         except ValueError as exc:
-            raise DataError(f"inconsistent ground-truth file ({exc})", path) from None
+            raise DataError(f"inconsistent ground-truth file ({one_line(exc)})", path) from None
 
     @staticmethod
     def _check_ids(ids: np.ndarray, n: int, what: str) -> np.ndarray:

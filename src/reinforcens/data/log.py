@@ -86,8 +86,10 @@ class ExposureLog:
         Raises
         ------
         DataError
-            On an empty frame, a missing column, a missing id, a non-integer session or timestamp, or a
-            ``clicked`` value other than 0/1 (also ``true/false``).
+            On an empty frame, a missing column, a missing, blank (whitespace-only) or NUL-holding id
+            (user, item or text session), a non-integer session or timestamp, or a ``clicked`` value
+            other than 0/1 (also ``true/false``). Integer sessions and timestamps are read exactly,
+            never through float64.
         """
         source = str(source)
         if len(frame) == 0:
@@ -114,8 +116,8 @@ class ExposureLog:
         for col in ("user", "item"):
             values = frame[col]
             fail(values.isna().to_numpy(), f"missing {col} id")
-            if values.dtype == object:
-                fail((values.astype(str).str.strip() == "").to_numpy(), f"empty {col} id")
+            _check_text_ids(values, col, fail)
+        _check_text_ids(frame["session"], "session", fail)
 
         session = _as_int(frame["session"], "session", fail)
         timestamp = _as_int(frame["timestamp"], "timestamp", fail)
@@ -135,6 +137,34 @@ class ExposureLog:
         )
 
 
+def _check_text_ids(values: pd.Series, name: str, fail) -> None:
+    """Refuse blank (empty or whitespace-only) ids and ids holding a NUL byte.
+
+    Parameters
+    ----------
+    values
+        An id column of any dtype. Object columns, every pandas string dtype (Python, pyarrow or
+        ``ArrowDtype`` storage) and categoricals of strings are checked; numbers cannot be blank.
+    name
+        The column, named in the error.
+    fail
+        ``fail(mask, what)`` raises at the first row where ``mask`` is true.
+    """
+    codes = None
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes = values.cat.codes.to_numpy()
+        values = pd.Series(values.cat.categories)
+    if not pd.api.types.is_string_dtype(values.dtype):  # true for object and all string dtypes
+        return
+    text = values.astype(str)
+    blank = (text.eq("") | text.str.isspace()).to_numpy(dtype=bool, na_value=False)
+    nul = text.str.contains("\x00", regex=False).to_numpy(dtype=bool, na_value=False)
+    if codes is not None:  # per category -> per row; code -1 (a missing value) is neither
+        blank, nul = np.append(blank, False)[codes], np.append(nul, False)[codes]
+    fail(blank, f"empty {name} id (blank or whitespace only)")
+    fail(nul, f"{name} id contains a NUL byte")
+
+
 def _as_int(values: pd.Series, name: str, fail) -> np.ndarray:
     if pd.api.types.is_integer_dtype(values.dtype) and not values.isna().any():
         # a copy: a view would keep the frame's whole 2-D block of integer columns alive
@@ -144,9 +174,26 @@ def _as_int(values: pd.Series, name: str, fail) -> np.ndarray:
         return values.astype("int64").to_numpy() // 1_000_000_000
     numeric = pd.to_numeric(values, errors="coerce")
     fail(numeric.isna().to_numpy(), f"{name} is not an integer")
+    if pd.api.types.is_integer_dtype(numeric.dtype):
+        # parsed as integers: kept exact, never through float64, which merges values above 2**53
+        unsigned = pd.api.types.is_unsigned_integer_dtype(numeric.dtype)
+        exact = numeric.to_numpy(dtype=np.uint64 if unsigned else np.int64)
+        fail(
+            (exact >= 2**62) if unsigned else (exact >= 2**62) | (exact <= -(2**62)),
+            f"{name} is out of range",
+        )
+        return exact.astype(np.int64)
     as_float = numeric.to_numpy(dtype=np.float64)
     fail(as_float != np.round(as_float), f"{name} is not an integer")
     fail(np.abs(as_float) >= 2.0**62, f"{name} is out of range")
+    if not pd.api.types.is_numeric_dtype(values.dtype):
+        # text that is not all plain integers went through float64: from 2**53 on, distinct
+        # integers round to the same float, so they cannot be told apart
+        fail(
+            np.abs(as_float) >= 2.0**53,
+            f"{name} is too large to read exactly (2**53 or more) in a column with decimals; "
+            f"write every {name} as a plain integer",
+        )
     return as_float.astype(np.int64)
 
 

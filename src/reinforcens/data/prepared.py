@@ -3,8 +3,12 @@
 Layout of ``PREP/``:
 
 ``meta.json``
-    Format version, sizes, the options used (``min_sessions``, ``list_length``, ``seed``), the Table-1
-    statistics and what each preprocessing step removed.
+    Format version, sizes, the content fingerprint (:mod:`reinforcens.data.integrity`, checked on
+    every load), the SHA-256 of every other file (``files``: a listed file that is missing, or an extra
+    file such as the ground truth that the fingerprint does not cover and whose bytes changed, is
+    refused by name; when the content does not match the fingerprint, they say which file changed),
+    the options used (``min_sessions``, ``list_length``, ``seed``), the Table-1 statistics and what
+    each preprocessing step removed.
 ``train.npz``
     ``click_indptr, click_indices`` and ``exposure_indptr, exposure_indices``: per-user CSR of
     training clicks and of training exposed-but-unclicked items (never containing a training click).
@@ -32,6 +36,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from reinforcens.data.integrity import (
+    check_prepared_arrays,
+    file_sha256,
+    fingerprint,
+    ids_fingerprint,
+    one_line,
+)
 from reinforcens.data.interactions import UserItems
 from reinforcens.data.log import ExposureLog
 from reinforcens.data.preprocess import Events, preprocess
@@ -39,6 +50,15 @@ from reinforcens.data.split import EvalLists, split_sessions
 from reinforcens.errors import DataError
 
 FORMAT_VERSION = 1
+
+#: the arrays of ``train.npz``
+TRAIN_ARRAYS = ("click_indptr", "click_indices", "exposure_indptr", "exposure_indices")
+
+#: the files whose content the fingerprint covers (``meta.json`` holds it, other files are extras)
+CONTENT_FILES = ("train.npz", "valid.npz", "test.npz", "user_ids.parquet", "item_ids.parquet")
+
+#: the keys of ``meta.json`` that every reader relies on, with their types
+META_KEYS: dict[str, type] = {"n_users": int, "n_items": int, "stats": dict, "report": dict, "options": dict}
 
 
 @dataclass(frozen=True)
@@ -85,6 +105,36 @@ class PreparedDataset:
     def item_popularity(self) -> np.ndarray:
         """Training click count of each item."""
         return np.bincount(self.train_clicks.indices, minlength=self.n_items)
+
+    @property
+    def fingerprint(self) -> str:
+        """The SHA-256 of the dataset's content (:func:`reinforcens.data.integrity.fingerprint`): the
+        same for a copied or moved dataset, different for any other split or data."""
+        return str(self.meta["fingerprint"])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays the fingerprint covers, by their names in ``train.npz``/``valid.npz``/``test.npz``."""
+        tc, te = self.train_clicks, self.train_exposures
+        out = {
+            "click_indptr": tc.indptr,
+            "click_indices": tc.indices,
+            "exposure_indptr": te.indptr,
+            "exposure_indices": te.indices,
+        }
+        for name, lists in (("valid", self.valid), ("test", self.test)):
+            out |= {f"{name}.users": lists.users, f"{name}.items": lists.items, f"{name}.kind": lists.kind}
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """What a run records of its data: the fingerprint, the absolute path, sizes and statistics."""
+        return {
+            "fingerprint": self.fingerprint,
+            "ids_fingerprint": ids_fingerprint(self.user_ids, self.item_ids),
+            "path": str(self.path.resolve()) if self.path else None,
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "stats": self.stats(),
+        }
 
     @property
     def ground_truth_path(self) -> Path | None:
@@ -184,7 +234,7 @@ def prepare_events(
         "stats": stats,
         "report": {k: int(v) for k, v in report.items()},
     }
-    return PreparedDataset(
+    data = PreparedDataset(
         n_users=events.n_users,
         n_items=events.n_items,
         train_clicks=split.train_clicks,
@@ -195,6 +245,12 @@ def prepare_events(
         user_ids=events.user_ids,
         item_ids=events.item_ids,
     )
+    meta["fingerprint"] = _fingerprint_of(data)
+    return data
+
+
+def _fingerprint_of(data: PreparedDataset) -> str:
+    return fingerprint(data.n_users, data.n_items, data.arrays(), data.user_ids, data.item_ids)
 
 
 def is_prepared_dir(path: Path) -> bool:
@@ -239,7 +295,10 @@ def save_prepared(
         _write_ids(tmp / "item_ids.parquet", data.item_ids)
         for name, src in (extra_files or {}).items():
             shutil.copyfile(src, tmp / name)
-        (tmp / "meta.json").write_text(json.dumps(data.meta, indent=2) + "\n")
+        meta = dict(data.meta)
+        meta.setdefault("fingerprint", _fingerprint_of(data))
+        meta["files"] = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             os.replace(out, old)
@@ -266,43 +325,127 @@ def load_prepared(path: str | Path) -> PreparedDataset:
     Raises
     ------
     DataError
-        If the directory is missing, incomplete or of another format version.
+        If the directory is missing, incomplete, of another format version, or a file is corrupt or
+        changed since ``prepare`` wrote it; the message names the file at fault.
     """
     path = Path(path)
     if not is_prepared_dir(path):
         raise DataError("not a prepared dataset (no meta.json); run `reinforcens prepare`", path)
+    meta = _read_meta(path / "meta.json")
+    checksums = _check_listed_files(path, meta)
+    n_users, n_items = int(meta["n_users"]), int(meta["n_items"])
+    train = _load_npz(path / "train.npz", TRAIN_ARRAYS)
+    raw = {name: _load_npz(path / f"{name}.npz", ("users", "items", "kind")) for name in ("valid", "test")}
+    user_ids = _read_ids(path / "user_ids.parquet")
+    item_ids = _read_ids(path / "item_ids.parquet")
     try:
-        meta = json.loads((path / "meta.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"corrupt meta.json ({exc})", path / "meta.json") from None
+        check_prepared_arrays(path, n_users, n_items, train, raw, user_ids.size, item_ids.size)
+        clicks = UserItems(train["click_indptr"], train["click_indices"], n_items)
+        exposures = UserItems(train["exposure_indptr"], train["exposure_indices"], n_items)
+        lists = {n: EvalLists(users=z["users"], items=z["items"], kind=z["kind"]) for n, z in raw.items()}
+        data = PreparedDataset(
+            n_users=n_users,
+            n_items=n_items,
+            train_clicks=clicks,
+            train_exposures=exposures,
+            valid=lists["valid"],
+            test=lists["test"],
+            meta=meta,
+            user_ids=user_ids,
+            item_ids=item_ids,
+            path=path,
+        )
+        actual = _fingerprint_of(data)
+        if meta.setdefault("fingerprint", actual) != actual:
+            raise DataError(
+                "the files do not match the fingerprint in meta.json (modified or corrupted since "
+                "`reinforcens prepare` wrote them); prepare it again",
+                path,
+            )
+    except DataError as exc:
+        raise _at_fault(path, checksums, exc) from None
+    return data
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """``meta.json``, checked for its format version and the keys every reader uses."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"corrupt meta.json ({one_line(exc)})", path) from None
+    if not isinstance(meta, dict):
+        raise DataError("corrupt meta.json (not a JSON object)", path)
     if meta.get("format_version") != FORMAT_VERSION:
         raise DataError(
             f"prepared with format version {meta.get('format_version')}, this version reads "
             f"{FORMAT_VERSION}; prepare it again",
             path,
         )
-    n_users, n_items = int(meta["n_users"]), int(meta["n_items"])
-    try:
-        with np.load(path / "train.npz", allow_pickle=False) as z:
-            clicks = UserItems(z["click_indptr"], z["click_indices"], n_items)
-            exposures = UserItems(z["exposure_indptr"], z["exposure_indices"], n_items)
-        lists = {}
-        for name in ("valid", "test"):
-            with np.load(path / f"{name}.npz", allow_pickle=False) as z:
-                lists[name] = EvalLists(users=z["users"], items=z["items"], kind=z["kind"])
-        user_ids = pd.read_parquet(path / "user_ids.parquet")["raw_id"].to_numpy()
-        item_ids = pd.read_parquet(path / "item_ids.parquet")["raw_id"].to_numpy()
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f"incomplete or corrupt prepared dataset ({exc})", path) from None
-    return PreparedDataset(
-        n_users=n_users,
-        n_items=n_items,
-        train_clicks=clicks,
-        train_exposures=exposures,
-        valid=lists["valid"],
-        test=lists["test"],
-        meta=meta,
-        user_ids=user_ids,
-        item_ids=item_ids,
-        path=path,
+    for key, kind in META_KEYS.items():
+        value = meta.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise DataError(f"corrupt meta.json (key {key!r} missing or not a JSON {kind.__name__})", path)
+    return meta
+
+
+def _check_listed_files(path: Path, meta: dict[str, Any]) -> dict[str, str]:
+    """The checksums ``meta.json`` lists (none for datasets prepared before it listed them), after
+    checking that every listed file is there and that the extra files (not covered by the fingerprint,
+    e.g. ``ground_truth.npz``) have their recorded bytes."""
+    files = meta.get("files", {})
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise DataError("corrupt meta.json (key 'files' is not an object of checksums)", path / "meta.json")
+    for name, sha in files.items():
+        if Path(name).name != name or name == "meta.json":
+            raise DataError(f"corrupt meta.json (lists the file {name!r})", path / "meta.json")
+        if not (path / name).is_file():
+            raise DataError("missing (meta.json lists it); prepare the dataset again", path / name)
+        if name not in CONTENT_FILES and file_sha256(path / name) != sha:
+            raise DataError(
+                "does not match its checksum in meta.json (corrupt or replaced); prepare the dataset again",
+                path / name,
+            )
+    return files
+
+
+def _at_fault(path: Path, checksums: dict[str, str], exc: DataError) -> DataError:
+    """The error to report for an inconsistent dataset: by the checksums in ``meta.json``, the file that
+    changed since ``prepare`` wrote it, or ``meta.json`` itself if every other file is as written."""
+    if not checksums:  # prepared before meta.json listed checksums: the check's own verdict
+        return exc
+    changed = [n for n in CONTENT_FILES if n in checksums and file_sha256(path / n) != checksums[n]]
+    if changed:
+        if exc.path is not None and Path(exc.path).name in changed:
+            return exc
+        return DataError(
+            "changed since `reinforcens prepare` wrote it (its checksum in meta.json differs); "
+            "prepare the dataset again",
+            path / changed[0],
+        )
+    reason = str(exc)[len(exc.path) + 2 :] if exc.path is not None else str(exc)
+    return DataError(
+        f"does not describe its files, which are as `reinforcens prepare` wrote them ({reason}); "
+        "prepare the dataset again",
+        path / "meta.json",
     )
+
+
+def _load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The named arrays of an ``.npz`` file (no pickles), or a :class:`DataError` naming the file."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in keys if k not in z.files]
+            if missing:
+                raise DataError(f"missing array(s) {', '.join(missing)}", path)
+            return {k: z[k] for k in keys}
+    except DataError:
+        raise
+    except Exception as exc:  # truncated, garbled, not a zip, pickled objects, ...
+        raise DataError(f"corrupt or truncated ({one_line(exc)})", path) from None
+
+
+def _read_ids(path: Path) -> np.ndarray:
+    try:
+        return pd.read_parquet(path)["raw_id"].to_numpy()
+    except Exception as exc:  # missing, truncated, not Parquet, no raw_id column
+        raise DataError(f"corrupt or missing id table ({one_line(exc)})", path) from None

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from reinforcens.atomic import atomic_path, atomic_write_json
 from reinforcens.data.ground_truth import GroundTruth, _sigmoid
 from reinforcens.errors import ConfigError, DataError
 
@@ -85,7 +84,7 @@ class SimulationConfig(BaseModel):
     The defaults describe a small platform; :data:`PRESETS` holds the named configurations.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # population
     n_users: int = Field(2000, ge=1, description="Number of users, before any session filter.")
@@ -426,10 +425,10 @@ def write_simulation(
 
     log, truth = simulate(config, seed, progress=progress)
     table = pa.table({name: log[name].to_numpy() for name in _DTYPES})
-    with _atomic_path(out_dir / LOG_FILE) as tmp:
+    with atomic_path(out_dir / LOG_FILE) as tmp:
         pq.write_table(table, tmp)
     del table
-    with _atomic_path(out_dir / GROUND_TRUTH_FILE) as tmp:
+    with atomic_path(out_dir / GROUND_TRUTH_FILE) as tmp:
         truth.save(tmp)
     metadata = {
         "format": "reinforcens-simulation",
@@ -440,8 +439,7 @@ def write_simulation(
         "stats": summarize(log),
         "files": {"log": LOG_FILE, "ground_truth": GROUND_TRUTH_FILE},
     }
-    with _atomic_path(out_dir / METADATA_FILE) as tmp:
-        tmp.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out_dir / METADATA_FILE, metadata, sort_keys=False)
     return out_dir
 
 
@@ -459,23 +457,6 @@ def read_metadata(out_dir: str | Path) -> dict[str, Any] | None:
 
 # --------------------------------------------------------------------------------------------------
 # internals
-
-
-class _atomic_path:
-    """Context manager yielding a temporary path beside ``target``, moved onto it on success."""
-
-    def __init__(self, target: Path):
-        self.target = target
-        self.tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-
-    def __enter__(self) -> Path:
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.target)
-        else:
-            self.tmp.unlink(missing_ok=True)
 
 
 def _draw_platform(

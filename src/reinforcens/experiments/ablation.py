@@ -13,9 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from reinforcens.experiments import report
 from reinforcens.experiments.compare import (
     ExperimentResult,
+    data_record,
     format_table,
     parse_seeds,
     run_methods,
@@ -23,6 +26,7 @@ from reinforcens.experiments.compare import (
     tuned_overrides,
 )
 from reinforcens.experiments.runner import Method, method_values
+from reinforcens.lock import DirectoryLock
 from reinforcens.samplers import sampler_config
 
 
@@ -81,14 +85,30 @@ def ablation(
         Parallel processes (default: the CPU count).
     progress
         Show the overall progress bar.
+
+    Raises
+    ------
+    reinforcens.lock.LockedError
+        If another process runs an experiment in ``out``.
     """
     seeds = parse_seeds(seeds)
     base = dict(base or {})
     methods = ablation_methods(rns_alpha, rns_beta, es_beta, tuned)
     pre = {**base, **tuned_overrides(tuned, "uniform")}
-    rows, status = run_methods(data, methods, seeds, out, base, pre, jobs, progress, desc="ablation")
-    summary = summarize(rows, methods, "rns", seeds)
-    summary["data"] = str(Path(data).resolve())
+    out = Path(out)
+    record = data_record(data)  # the data is loaded and verified before anything is written
+    with DirectoryLock(out, "experiment"):
+        rows, status = run_methods(data, methods, seeds, out, base, pre, jobs, progress, desc="ablation")
+        summary = summarize(rows, methods, "rns", seeds)
+        summary.update(record)
+        table = _write_ablation(out, rows, summary, methods, base)
+    return ExperimentResult(rows, summary, table, status)
+
+
+def _write_ablation(
+    out: Path, rows: pd.DataFrame, summary: dict[str, Any], methods: list[Method], base: dict[str, Any]
+) -> str:
+    """Add each method's alpha and beta to ``summary``, write the three outputs; returns the table."""
     for m in methods:
         opts = method_values(m, base)["sampler_options"]
         resolved = sampler_config(m.sampler, opts).model_dump()
@@ -105,8 +125,7 @@ def ablation(
         return "-" if e.get("beta") is None else f"{e['beta']:.2f}"
 
     table = format_table(summary, k, extra_cols=[("α", alpha), ("β", beta)])
-    out = Path(out)
     report.write_text(out / "ablation.md", table)
     report.write_csv(out / "ablation.csv", rows)
     report.write_json(out / "ablation.json", summary)
-    return ExperimentResult(rows, summary, table, status)
+    return table

@@ -20,7 +20,6 @@ run and across runs on the same data, not with the values logged during training
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from reinforcens import rundir
 from reinforcens.errors import ConfigError, DataError
 from reinforcens.experiments import report
 
@@ -69,26 +69,21 @@ class RunAnalysis:
 
 
 def _load_data_for(run_dir: Path, data: str | Path | None):
-    from reinforcens.data.prepared import load_prepared
+    from reinforcens.rundir import data_for
 
-    if data is None:
-        info_path = run_dir / "data.json"
-        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-        data = info.get("path")
-        if not data or not Path(data).is_dir():
-            raise DataError(f"the prepared dataset of this run ({data}) is not found; pass --data", run_dir)
-    return load_prepared(data)
+    return data_for(run_dir, data)
 
 
 def _recommender(run_dir: Path):
-    from reinforcens.checkpoint import load_checkpoint
-    from reinforcens.config import TrainConfig
     from reinforcens.models.gmf import GMF
+    from reinforcens.train import load_run
 
-    cfg = TrainConfig.load(run_dir / "config.json")
-    st = load_checkpoint(run_dir / "best.pt")
+    cfg, _, st = load_run(run_dir)  # validates the files; for IRGAN its model is the generator
     model = GMF(int(st["n_users"]), int(st["n_items"]), cfg.dim)
-    model.load_state_dict(st["recommender"])
+    try:
+        model.load_state_dict(st["recommender"])
+    except RuntimeError as exc:
+        raise DataError(f"not a model of dim {cfg.dim} ({exc})", run_dir / "best.pt") from None
     model.eval()
     return cfg, model
 
@@ -145,19 +140,21 @@ def analyze_run(
     from reinforcens.mmd import DEFAULT_BANDWIDTHS, mmd2
 
     run_dir = Path(run_dir)
-    if not (run_dir / "best.pt").is_file() or not (run_dir / "config.json").is_file():
-        raise DataError("not a finished run directory (no best.pt/config.json)", run_dir)
-    neg_path = run_dir / "negatives.npz"
+    if not run_dir.is_dir():
+        raise DataError("no such run directory", run_dir)
+    for required in (rundir.CONFIG, rundir.BEST):
+        if not (run_dir / required).is_file():
+            raise DataError("missing: not a finished run directory", run_dir / required)
+    neg_path = run_dir / rundir.NEGATIVES
     if not neg_path.is_file():
-        raise DataError("no negatives.npz: train with record_negatives > 0", run_dir)
+        raise DataError("missing: train with record_negatives > 0", neg_path)
     cfg, model = _recommender(run_dir)
     prepared = _load_data_for(run_dir, data)
     if prepared.n_users != model.n_users or prepared.n_items != model.n_items:
         raise DataError("the run was trained on other data than --data", run_dir)
     exposures = prepared.train_exposures
     bandwidths = tuple(cfg.sampler_options.get("bandwidths") or DEFAULT_BANDWIDTHS)
-    with np.load(neg_path) as z:
-        records = {int(k[1:]): z[k] for k in z.files}
+    records = rundir.read_negatives(neg_path, n_users=prepared.n_users, n_items=prepared.n_items)
     if not records:
         raise DataError("negatives.npz holds no epoch", run_dir)
     epochs = sorted(records)
@@ -171,8 +168,8 @@ def analyze_run(
         gen, exp = _features(model, users, items).double(), _features(model, eu, ei).double()
         mmds.append(mmd2(gen, exp, bandwidths))
 
-    metrics_path = run_dir / "metrics.json"
-    best = json.loads(metrics_path.read_text()).get("best_epoch") if metrics_path.is_file() else None
+    metrics_path = run_dir / rundir.METRICS
+    best = rundir.read_metrics(run_dir)["best_epoch"] if metrics_path.is_file() else None
     tsne_epoch = int(best) if best in records else epochs[-1]
     users, items = records[tsne_epoch][0].astype(np.int64), records[tsne_epoch][1].astype(np.int64)
     pick = rng.permutation(users.size)[:n]

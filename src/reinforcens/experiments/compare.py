@@ -10,8 +10,13 @@ not cached, and writes to the experiment directory:
 ``results.csv``
     One row per method and seed.
 ``summary.json``
-    ``{"reference": NAME, "seeds": [...], "methods": {NAME: {"label", "n", "test_auc_mean",
-    "test_auc_std", "test_ndcg_mean", "test_ndcg_std", "p_auc", "p_ndcg", ...}}}``.
+    ``{"reference": NAME, "seeds": [...], "data": PATH, "data_fingerprint": SHA256, "methods": {NAME:
+    {"label", "n", "test_auc_mean", "test_auc_std", "test_ndcg_mean", "test_ndcg_std", "p_auc",
+    "p_ndcg", ...}}}``.
+
+The runs are cached in ``runs/`` under names that include the dataset's fingerprint: on other data a
+compare trains new runs beside the old ones. One process at a time writes the directory (its
+``.lock``).
 """
 
 from __future__ import annotations
@@ -30,11 +35,13 @@ from reinforcens.experiments.runner import (
     LABELS,
     Method,
     check_options_used,
+    data_fingerprint,
     default_jobs,
     plan,
     run_specs,
 )
 from reinforcens.experiments.stats import mean_std, paired_pvalue
+from reinforcens.lock import DirectoryLock
 
 #: the methods of the paper's Table 2, in its order
 PAPER_METHODS = ("itempop", "uniform", "dns", "kbgan", "irgan", "exposure", "ebpr", "rns")
@@ -240,10 +247,12 @@ def run_methods(
     progress: bool = True,
     desc: str = "runs",
 ) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Plan and execute the runs of ``methods`` x ``seeds``; returns the rows and run statuses."""
+    """Plan and execute the runs of ``methods`` x ``seeds`` on the data (its runs are named after its
+    fingerprint); returns the rows and run statuses. The caller holds the experiment's lock."""
     base = dict(base or {})
     check_options_used(methods, base.get("sampler_options") or {})
-    specs = plan(methods, seeds, base, out, pretrain_values=pretrain_values)
+    fingerprint = data_fingerprint(data)
+    specs = plan(methods, seeds, base, out, pretrain_values=pretrain_values, fingerprint=fingerprint)
     results = run_specs(specs, data, jobs=jobs or default_jobs(), progress=progress, desc=desc)
     k = int(base.get("full_k", 20))
     rows = collect_rows(specs, results, methods, k)
@@ -290,6 +299,11 @@ def compare(
     Returns
     -------
     ExperimentResult
+
+    Raises
+    ------
+    reinforcens.lock.LockedError
+        If another process runs an experiment in ``out``.
     """
     names = parse_methods(methods)
     if reference is not None:
@@ -300,14 +314,21 @@ def compare(
     base = dict(base or {})
     ms = [Method(n, n, values=tuned_overrides(tuned, n), label=LABELS.get(n, n)) for n in names]
     pre = {**base, **tuned_overrides(tuned, "uniform")}
-    rows, status = run_methods(data, ms, seeds, out, base, pre, jobs, progress, desc="compare")
-    summary = summarize(rows, ms, reference, seeds)
-    summary["data"] = str(Path(data).resolve())
-    summary["tuned"] = sorted(n for n in names if tuned_overrides(tuned, n))
-    k = int(base.get("full_k", 20))
-    table = format_table(summary, k, title="")
     out = Path(out)
-    report.write_text(out / "table.md", table)
-    report.write_csv(out / "results.csv", rows)
-    report.write_json(out / "summary.json", summary)
+    record = data_record(data)  # the data is loaded and verified before anything is written
+    with DirectoryLock(out, "experiment"):
+        rows, status = run_methods(data, ms, seeds, out, base, pre, jobs, progress, desc="compare")
+        summary = summarize(rows, ms, reference, seeds)
+        summary.update(record)
+        summary["tuned"] = sorted(n for n in names if tuned_overrides(tuned, n))
+        k = int(base.get("full_k", 20))
+        table = format_table(summary, k, title="")
+        report.write_text(out / "table.md", table)
+        report.write_csv(out / "results.csv", rows)
+        report.write_json(out / "summary.json", summary)
     return ExperimentResult(rows, summary, table, status)
+
+
+def data_record(data: str | Path) -> dict[str, str]:
+    """What an experiment's summary says of its data: ``{"data": absolute path, "data_fingerprint"}``."""
+    return {"data": str(Path(data).resolve()), "data_fingerprint": data_fingerprint(data)}

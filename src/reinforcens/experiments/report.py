@@ -7,7 +7,6 @@ no tight bounding box), so its pixel size is known in advance.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -16,33 +15,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reinforcens.checkpoint import atomic_write_text
+from reinforcens.atomic import atomic_open, atomic_write_json, atomic_write_text
+from reinforcens.atomic import jsonable as jsonable  # re-exported: results as JSON values
 
 #: dots per inch of every saved figure
 DPI = 100
 
 
-def jsonable(obj: Any) -> Any:
-    """``obj`` with numpy scalars and arrays turned into Python values and NaN/inf into ``None``."""
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [jsonable(v) for v in obj.tolist()]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as indented JSON (atomically); NaN and infinities become ``null``."""
     path = Path(path)
-    atomic_write_text(path, json.dumps(jsonable(obj), indent=2) + "\n")
+    atomic_write_json(path, obj, sort_keys=False)
     return path
 
 
@@ -131,7 +114,6 @@ def save_figure(fig, path: str | Path) -> Path:
     """Save a figure as PNG at :data:`DPI` (its pixel size is ``figsize * DPI``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=DPI, format="png")
-    tmp.replace(path)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, dpi=DPI, format="png")
     return path

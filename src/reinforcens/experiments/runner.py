@@ -2,35 +2,57 @@
 
 Every experiment (compare, tune, ablation, sweep) is a list of :class:`RunSpec`: a method (a sampler
 with its options, or ``itempop``), a seed and the training values. Each spec has its own run directory,
-named after the method and a hash of everything that defines the run, so
+named after the method and a hash of everything that defines the run, the prepared dataset's content
+fingerprint included (not its path: a copied or moved dataset keeps its runs), so
 
-- a finished run (``metrics.json`` present) is reused as it is;
+- a finished run (``metrics.json`` present) is reused only if it verifies
+  (:func:`reinforcens.rundir.verify_finished`: its files parse, its config and data are the ones asked
+  for, ``best.pt`` has the recorded checksum); one that does not is a one-line error naming the file;
 - an unfinished one (``config.json`` but no ``metrics.json``) is resumed with ``Trainer(..., resume=True)``;
-- a rerun with other settings trains new runs beside the old ones instead of reusing them by mistake.
+- a rerun with other settings, or on other data, trains new runs beside the old ones instead of reusing
+  them by mistake.
 
 Learned samplers start from a pretrained BPR-GMF; a spec may name another spec (a ``uniform`` run of the
 same seed) as its ``pretrain``: that run is done first and its ``best.pt`` initialises the learned one,
 so pretraining is not repeated per method.
 
 :func:`run_specs` executes the specs in-process (``jobs=1``) or in up to ``jobs`` spawned worker
-processes, each with one torch thread, with one overall progress bar.
+processes, each with one torch thread, with one overall progress bar. The workers die with the process
+that started them (however it ends, ``kill -9`` included), and SIGTERM stops an experiment as an
+interrupt does (:class:`Terminated`): the workers are stopped and the finished runs kept.
+
+An experiment's directory is written by one process at a time: each experiment holds
+``DirectoryLock(out, "experiment")`` (:mod:`reinforcens.lock`) while it runs.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
+from reinforcens import rundir
+from reinforcens.atomic import atomic_write_json
 from reinforcens.errors import ConfigError
+from reinforcens.lock import DirectoryLock
+
+if TYPE_CHECKING:
+    from reinforcens.data.prepared import PreparedDataset
 
 #: the method name of the popularity ranker (no training; one run per seed for paired tests)
 ITEMPOP = "itempop"
@@ -125,17 +147,44 @@ def resolved_values(sampler: str, values: dict[str, Any]) -> dict[str, Any]:
     """The full, validated training values of a sampler (defaults filled in, no seed or sampler)."""
     from reinforcens.config import TrainConfig
 
-    if sampler == ITEMPOP:
-        return {}
+    if sampler == ITEMPOP:  # not trained: only the cut-off of its full-ranking metrics matters
+        return {"full_k": int(values.get("full_k", 20))}
     cfg = json.loads(TrainConfig.build(**values, sampler=sampler).to_json())
     for key in ("sampler", *_IGNORED_KEYS):
         cfg.pop(key, None)
     return cfg
 
 
-def run_key(key: str, sampler: str, values: dict[str, Any], pretrain_key: str | None = None) -> str:
-    """Directory name of a method's runs: the key and a hash of its resolved settings."""
-    ident = {"sampler": sampler, "values": resolved_values(sampler, values), "pretrain": pretrain_key}
+def run_key(
+    key: str, sampler: str, values: dict[str, Any], pretrain_key: str | None = None, *, fingerprint: str
+) -> str:
+    """Directory name of a method's runs: the key and a hash of its resolved settings and data.
+
+    Parameters
+    ----------
+    key
+        The method key.
+    sampler
+        Canonical sampler name or :data:`ITEMPOP`.
+    values
+        The method's training values.
+    pretrain_key
+        What identifies the run whose ``best.pt`` initialises these runs, if any.
+    fingerprint
+        The prepared dataset's content fingerprint (:attr:`PreparedDataset.fingerprint`), so that runs
+        on other data never share a directory and a copied or moved dataset finds its runs.
+
+    Returns
+    -------
+    str
+        ``<key>-<hash>``, with the characters of ``key`` that are unsafe in a file name replaced.
+    """
+    ident = {
+        "sampler": sampler,
+        "values": resolved_values(sampler, values),
+        "pretrain": pretrain_key,
+        "data": fingerprint,
+    }
     digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
     safe = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in key)
     return f"{safe}-{digest}"
@@ -158,6 +207,8 @@ def plan(
     out: str | Path,
     pretrain_values: dict[str, Any] | None = None,
     seed_dir: Callable[[int], str] = lambda s: f"seed{s}",
+    *,
+    fingerprint: str,
 ) -> list[RunSpec]:
     """The runs of every method and seed, with shared ``uniform`` pretraining runs where needed.
 
@@ -177,6 +228,8 @@ def plan(
         the ``uniform`` sampler has exactly these values, it *is* that run.
     seed_dir
         The name of a seed's directory inside a method's directory.
+    fingerprint
+        The prepared dataset's content fingerprint (see :func:`run_key` and :func:`data_fingerprint`).
 
     Returns
     -------
@@ -185,7 +238,7 @@ def plan(
     """
     runs_dir = Path(out).resolve() / "runs"
     pre_values = method_values(Method("uniform", "uniform"), pretrain_values or base)
-    pre_key = run_key("uniform", "uniform", pre_values)
+    pre_key = run_key("uniform", "uniform", pre_values, fingerprint=fingerprint)
     pre_specs: dict[int, RunSpec] = {}
     specs: list[RunSpec] = []
 
@@ -199,7 +252,7 @@ def plan(
     for m in methods:
         values = method_values(m, base)
         pretrain = needs_pretraining(m.sampler, values)
-        key = run_key(m.key, m.sampler, values, pre_key if pretrain else None)
+        key = run_key(m.key, m.sampler, values, pre_key if pretrain else None, fingerprint=fingerprint)
         for seed in seeds:
             run_dir = str(runs_dir / key / seed_dir(seed))
             if m.sampler == "uniform" and resolved_values("uniform", values) == resolved_values(
@@ -222,7 +275,7 @@ def method_values(method: Method, base: dict[str, Any]) -> dict[str, Any]:
 
     values = {k: v for k, v in base.items() if k != "sampler_options"}
     if method.sampler == ITEMPOP:
-        return {}
+        return {k: v for k, v in values.items() if k == "full_k"}
     fields = SAMPLERS[method.sampler].Config.model_fields
     fixed = DEFINING_OPTIONS.get(method.sampler, ())
     opts = {k: v for k, v in (base.get("sampler_options") or {}).items() if k in fields and k not in fixed}
@@ -260,22 +313,35 @@ def check_options_used(methods: Sequence[Method], options: dict[str, Any]) -> No
 
 
 # ---------------------------------------------------------------------- executing one run
-_DATA: dict[str, Any] = {}
+#: the prepared dataset this process has loaded, by its path and the identity of its ``meta.json``
+_DATA: dict[tuple[str, int, int], PreparedDataset] = {}
 
 
-def _load_data(path: str):
+def _load_data(path: str) -> PreparedDataset:
+    """The prepared dataset at ``path``, loaded (its fingerprint verified) once per process and again
+    if it was replaced on disk since."""
     from reinforcens.data.prepared import load_prepared
 
-    if path not in _DATA:
+    try:
+        meta = (Path(path) / "meta.json").stat()
+        ident = (path, meta.st_ino, meta.st_mtime_ns)
+    except OSError:  # not a prepared dataset: load_prepared says so
+        return load_prepared(path)
+    if ident not in _DATA:
         _DATA.clear()
-        _DATA[path] = load_prepared(path)
-    return _DATA[path]
+        _DATA[ident] = load_prepared(path)
+    return _DATA[ident]
 
 
-def _itempop(spec: RunSpec, data_path: str) -> dict[str, Any]:
+def data_fingerprint(data_path: str | Path) -> str:
+    """The content fingerprint of the prepared dataset at ``data_path``, which names its runs (see
+    :func:`run_key`); the dataset is loaded and verified as the runs load it."""
+    return _load_data(str(Path(data_path).resolve())).fingerprint
+
+
+def _itempop_metrics(spec: RunSpec, data: PreparedDataset) -> dict[str, Any]:
     from reinforcens.evaluation import ItemPop, evaluate
 
-    data = _load_data(data_path)
     k = int(spec.values.get("full_k", 20))
     results = evaluate(ItemPop.fit(data), data, full_k=k)
     metrics: dict[str, Any] = {"sampler": ITEMPOP, "seed": spec.seed, "best_epoch": 0, "epochs": 0}
@@ -285,59 +351,126 @@ def _itempop(spec: RunSpec, data_path: str) -> dict[str, Any]:
     return metrics
 
 
+def run_status(run_dir: str | Path) -> str:
+    """What :func:`execute` will do with a run directory: ``"cached"`` (it holds a finished run, to
+    verify), ``"resumed"`` (a started one) or ``"trained"`` (nothing yet)."""
+    run_dir = Path(run_dir)
+    if (run_dir / rundir.METRICS).is_file():
+        return "cached"
+    return "resumed" if (run_dir / rundir.CONFIG).is_file() else "trained"
+
+
 def execute(spec: RunSpec, data_path: str) -> dict[str, Any]:
     """Run (or reuse, or resume) one spec; returns ``{"status", "run_dir", "metrics"}``.
 
     ``status`` is ``"cached"`` (finished before), ``"resumed"`` (an unfinished run continued) or
-    ``"trained"`` (started afresh).
+    ``"trained"`` (started afresh); see :func:`run_status`. A finished run is reused only if it verifies
+    (:func:`reinforcens.rundir.verify_finished`; for ``itempop``, its ``data.json``).
 
     Raises
     ------
     ConfigError
-        If the run directory holds a finished run of other settings.
+        If the run directory holds a run of other settings or on other data.
+    DataError
+        If one of the run's files is corrupt (the message names it), ``best.pt`` included.
+    reinforcens.lock.LockedError
+        If another process writes the run.
     """
     run_dir = Path(spec.run_dir)
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.is_file():
-        if spec.sampler != ITEMPOP:
-            _check_same_config(spec, run_dir)
-        return {"status": "cached", "run_dir": spec.run_dir, "metrics": json.loads(metrics_path.read_text())}
-    if spec.sampler == ITEMPOP:
-        metrics = _itempop(spec, data_path)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = run_dir / ".metrics.json.tmp"
-        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        tmp.replace(metrics_path)
-        return {"status": "trained", "run_dir": spec.run_dir, "metrics": metrics}
+    data = _load_data(data_path)
+    status = run_status(run_dir)
+    run = _run_itempop if spec.sampler == ITEMPOP else _run_trained
+    return {"status": status, "run_dir": spec.run_dir, "metrics": run(spec, data, run_dir)}
 
+
+def _run_trained(spec: RunSpec, data: PreparedDataset, run_dir: Path) -> dict[str, Any]:
+    """Train, resume or verify the run with the trainer (which holds the run's lock). Always with
+    ``resume=True``: a run that another process started or finished meanwhile is continued or verified,
+    never refused with a hint at a flag the experiments do not have."""
     from reinforcens.train import Trainer
 
     if _WORKER_THREADS is not None:
         from reinforcens.backend import set_threads
 
         set_threads(_WORKER_THREADS)
-    config = spec.config()
-    resume = (run_dir / "config.json").is_file()
-    Trainer(_load_data(data_path), config, run_dir, progress=False, resume=resume).fit()
-    metrics = json.loads(metrics_path.read_text())
-    return {"status": "resumed" if resume else "trained", "run_dir": spec.run_dir, "metrics": metrics}
+    Trainer(data, spec.config(), run_dir, progress=False, resume=True).fit()
+    return rundir.read_json(run_dir / rundir.METRICS)
 
 
-def _check_same_config(spec: RunSpec, run_dir: Path) -> None:
-    saved = json.loads((run_dir / "config.json").read_text())
-    mine = json.loads(spec.config().to_json())
-    diff = sorted(k for k in mine if k not in ("device", "pretrained") and saved.get(k) != mine[k])
-    if diff:
-        raise ConfigError(f"{run_dir} holds a finished run with other settings ({', '.join(diff)})")
+def _run_itempop(spec: RunSpec, data: PreparedDataset, run_dir: Path) -> dict[str, Any]:
+    """Evaluate ItemPop once (``data.json``, then ``metrics.json``) or check the finished run's data."""
+    with DirectoryLock(run_dir, "run"):
+        if not (run_dir / rundir.METRICS).is_file():
+            atomic_write_json(run_dir / rundir.DATA, data.describe())
+            atomic_write_json(run_dir / rundir.METRICS, _itempop_metrics(spec, data))
+        rundir.check_same_data(run_dir, data.fingerprint)
+        return rundir.read_json(run_dir / rundir.METRICS)
 
 
+# ---------------------------------------------------------------------- worker processes
 _WORKER_THREADS: int | None = None
 
+#: seconds between a worker's checks that the process that started it is still its parent
+WATCHDOG_INTERVAL = 0.5
 
-def _init_worker(threads: int) -> None:
-    """Worker-process set-up: the torch thread count, applied when a run first needs torch."""
+#: the exit status of a worker that outlived its parent
+ORPHANED_EXIT = 1
+
+#: ``prctl`` option (``<linux/prctl.h>``): the signal this process gets when its parent ends
+_PR_SET_PDEATHSIG = 1
+
+
+def _init_worker(threads: int, parent: int) -> None:
+    """Worker-process set-up.
+
+    Parameters
+    ----------
+    threads
+        The torch thread count, applied when a run first needs torch.
+    parent
+        The process id of the process that runs the experiment: the worker dies with it
+        (:func:`_die_with_parent`).
+
+    Notes
+    -----
+    Ctrl-C (SIGINT, sent to the whole process group by a terminal) is ignored: the parent gets it too
+    and stops the workers itself.
+    """
     global _WORKER_THREADS
     _WORKER_THREADS = threads
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent)
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this process when the process ``parent`` ends, however it ends (``kill -9`` included).
+
+    On Linux the kernel sends SIGKILL (``prctl(PR_SET_PDEATHSIG)``); everywhere, a daemon thread exits
+    the process (``os._exit``) once it is re-parented, i.e. ``os.getppid()`` is no longer ``parent``.
+    """
+    _set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != parent:  # it ended before the signal was armed
+        os._exit(ORPHANED_EXIT)
+    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watchdog", daemon=True).start()
+
+
+def _set_parent_death_signal(sig: int) -> bool:
+    """Ask the kernel to send ``sig`` to this process when its parent ends; whether it was armed
+    (``False`` off Linux, where this does nothing)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        zero = ctypes.c_ulong(0)
+        return libc.prctl(ctypes.c_int(_PR_SET_PDEATHSIG), ctypes.c_ulong(int(sig)), zero, zero, zero) == 0
+    except (OSError, AttributeError):  # no libc or no prctl: the watchdog remains
+        return False
+
+
+def _watch_parent(parent: int, interval: float = WATCHDOG_INTERVAL) -> None:
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(ORPHANED_EXIT)
 
 
 def _terminate_workers(pool: ProcessPoolExecutor) -> None:
@@ -351,12 +484,38 @@ def _terminate_workers(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=True, cancel_futures=True)
 
 
-def default_jobs() -> int:
-    """The number of CPUs this process may use."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived while :func:`run_specs` ran.
+
+    It is an interrupt like Ctrl-C's :class:`KeyboardInterrupt` (which it subclasses, so code that
+    cleans up after an interrupt does so after it too): the workers are stopped, the finished runs stay
+    cached and an interrupted run resumes at its last epoch next time. The command line exits with 143.
+    """
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Terminated` in the main thread; the previous handler
+    is restored after. Outside the main thread, where no handler can be installed, it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(f"stopped by {signal.Signals(signum).name}")
+
+
+def default_jobs() -> int:
+    """The number of CPUs this process may use (:func:`reinforcens.backend.available_cpus`)."""
+    from reinforcens.backend import available_cpus
+
+    return available_cpus()
 
 
 def run_specs(
@@ -389,7 +548,9 @@ def run_specs(
     Notes
     -----
     The first failing run stops the experiment: queued runs are cancelled, the error is raised, and the
-    finished runs stay cached for the next call. An interrupted run resumes at its last epoch.
+    finished runs stay cached for the next call. An interrupted run resumes at its last epoch. SIGTERM
+    interrupts as Ctrl-C does, raising :class:`Terminated` (a :class:`KeyboardInterrupt`). Worker
+    processes never outlive this process.
     """
     data_path = str(Path(data_path).resolve())
     unique: dict[str, RunSpec] = {}
@@ -411,32 +572,47 @@ def run_specs(
         bar.set_postfix_str(f"{Path(result['run_dir']).parent.name.rsplit('-', 1)[0]} {result['status']}")
 
     try:
-        if jobs <= 1:
-            while waiting:
-                s = next(x for x in waiting if ready(x))
-                waiting.remove(s)
-                finished(execute(s, data_path))
-            return done
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(1,)) as pool:
-            running: dict[Future, RunSpec] = {}
-            try:
-                while waiting or running:
-                    for s in [x for x in waiting if ready(x)][: max(jobs - len(running), 0)]:
-                        waiting.remove(s)
-                        running[pool.submit(execute, s, data_path)] = s
-                    if not running:  # pragma: no cover - a dependency outside the plan
-                        raise ConfigError("runs wait for a pretraining run that is not planned")
-                    finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for fut in finished_now:
-                        running.pop(fut)
-                        finished(fut.result())
-            except BaseException:
-                # interrupted or failed: stop the workers now (their runs resume from their last epoch)
-                for fut in running:
-                    fut.cancel()
-                _terminate_workers(pool)
-                raise
+        with _sigterm_raises():
+            if jobs <= 1:
+                while waiting:
+                    s = next(x for x in waiting if ready(x))
+                    waiting.remove(s)
+                    finished(execute(s, data_path))
+            else:
+                _run_parallel(waiting, data_path, jobs, ready, finished)
         return done
     finally:
         bar.close()
+
+
+def _run_parallel(
+    waiting: list[RunSpec],
+    data_path: str,
+    jobs: int,
+    ready: Callable[[RunSpec], bool],
+    finished: Callable[[dict[str, Any]], None],
+) -> None:
+    """Execute the ``waiting`` specs (it is emptied) in ``jobs`` spawned worker processes, each as soon
+    as it is ``ready``; ``finished`` gets each result. On any error or interrupt the workers are stopped
+    before it propagates."""
+    ctx = multiprocessing.get_context("spawn")
+    init = (1, os.getpid())
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=init) as pool:
+        running: dict[Future, RunSpec] = {}
+        try:
+            while waiting or running:
+                for s in [x for x in waiting if ready(x)][: max(jobs - len(running), 0)]:
+                    waiting.remove(s)
+                    running[pool.submit(execute, s, data_path)] = s
+                if not running:  # pragma: no cover - a dependency outside the plan
+                    raise ConfigError("runs wait for a pretraining run that is not planned")
+                finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in finished_now:
+                    running.pop(fut)
+                    finished(fut.result())
+        except BaseException:
+            # interrupted or failed: stop the workers now (their runs resume from their last epoch)
+            for fut in running:
+                fut.cancel()
+            _terminate_workers(pool)
+            raise

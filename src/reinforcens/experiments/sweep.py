@@ -24,10 +24,12 @@ from reinforcens.errors import ConfigError
 from reinforcens.experiments import report
 from reinforcens.experiments.compare import (
     collect_rows,
+    data_record,
     parse_seeds,
     summarize,
 )
-from reinforcens.experiments.runner import Method, default_jobs, plan, run_specs
+from reinforcens.experiments.runner import Method, RunSpec, default_jobs, plan, run_specs
+from reinforcens.lock import DirectoryLock
 
 #: figure size in inches (pixels: times :data:`reinforcens.experiments.report.DPI`)
 FIGSIZE = (10.0, 4.0)
@@ -137,8 +139,14 @@ def sweep(
     Returns
     -------
     dict
-        The contents of ``sweep.json``: ``{"sampler", "param", "values", "seeds", "points": [{"value",
-        "n", "test_auc_mean", "test_auc_std", "test_ndcg_mean", ...}]}``.
+        The contents of ``sweep.json``: ``{"sampler", "param", "where", "values", "seeds", "data",
+        "data_fingerprint", "points": [{"value", "n", "test_auc_mean", "test_auc_std",
+        "test_ndcg_mean", ...}]}``.
+
+    Raises
+    ------
+    reinforcens.lock.LockedError
+        If another process runs an experiment in ``out``.
     """
     from reinforcens.samplers import canonical_name
 
@@ -150,41 +158,62 @@ def sweep(
         raise ConfigError(f"{param} takes integers, got {values!r}")
     seeds = parse_seeds(seeds)
     base = dict(base or {})
+    out = Path(out)
+    k = int(base.get("full_k", 20))
+    record = data_record(data)  # the data is loaded and verified before anything is written
+    with DirectoryLock(out, "experiment"):
+        methods, specs = _plan_sweep(
+            sampler, param, where, vals, seeds, base, out, record["data_fingerprint"]
+        )
+        results = run_specs(specs, data, jobs=jobs or default_jobs(), progress=progress, desc="sweep")
+        rows = collect_rows(specs, results, methods, k)
+        rows.insert(1, param, [vals[[m.key for m in methods].index(key)] for key in rows["method"]])
+        summary = summarize(rows, methods, None, seeds)
+        points = []
+        for v, m in zip(vals, methods, strict=True):
+            e = summary["methods"][m.key]
+            points.append({"value": v, **{k2: v2 for k2, v2 in e.items() if k2 not in ("label", "sampler")}})
+        result = {
+            "sampler": sampler,
+            "param": param,
+            "where": where,
+            "values": vals,
+            "seeds": seeds,
+            **record,
+            "points": points,
+        }
+        report.write_csv(out / "sweep.csv", rows.drop(columns=["label"]))
+        report.write_json(out / "sweep.json", result)
+        report.write_text(out / "sweep.md", format_sweep(result, k))
+        plot_sweep(result, out / "sweep.png", k)
+    return result
+
+
+def _plan_sweep(
+    sampler: str,
+    param: str,
+    where: str,
+    vals: Sequence[float],
+    seeds: Sequence[int],
+    base: dict[str, Any],
+    out: Path,
+    fingerprint: str,
+) -> tuple[list[Method], list[RunSpec]]:
+    """One method per value (a sampler option, or a training value that the pretraining run shares)
+    and its runs."""
     methods: list[Method] = []
-    specs = []
+    specs: list[RunSpec] = []
     for v in vals:
         key = f"{sampler}_{param}={v:g}"
         if where == "sampler":
             m = Method(key, sampler, options={param: v}, label=f"{param}={v:g}")
-            specs += plan([m], seeds, base, out)
+            specs += plan([m], seeds, base, out, fingerprint=fingerprint)
         else:
             m = Method(key, sampler, values={param: v}, label=f"{param}={v:g}")
-            specs += plan([m], seeds, base, out, pretrain_values={**base, param: v})
+            pre = {**base, param: v}
+            specs += plan([m], seeds, base, out, pretrain_values=pre, fingerprint=fingerprint)
         methods.append(m)
-    results = run_specs(specs, data, jobs=jobs or default_jobs(), progress=progress, desc="sweep")
-    k = int(base.get("full_k", 20))
-    rows = collect_rows(specs, results, methods, k)
-    rows.insert(1, param, [vals[[m.key for m in methods].index(key)] for key in rows["method"]])
-    summary = summarize(rows, methods, None, seeds)
-    points = []
-    for v, m in zip(vals, methods, strict=True):
-        e = summary["methods"][m.key]
-        points.append({"value": v, **{k2: v2 for k2, v2 in e.items() if k2 not in ("label", "sampler")}})
-    result = {
-        "sampler": sampler,
-        "param": param,
-        "where": where,
-        "values": vals,
-        "seeds": seeds,
-        "data": str(Path(data).resolve()),
-        "points": points,
-    }
-    out = Path(out)
-    report.write_csv(out / "sweep.csv", rows.drop(columns=["label"]))
-    report.write_json(out / "sweep.json", result)
-    report.write_text(out / "sweep.md", format_sweep(result, k))
-    plot_sweep(result, out / "sweep.png", k)
-    return result
+    return methods, specs
 
 
 def format_sweep(result: dict[str, Any], k: int) -> str:

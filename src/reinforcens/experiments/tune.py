@@ -12,9 +12,10 @@ KBGAN, IRGAN, RNS and RNS-ES; alpha and beta for RNS, beta for RNS-ES (the param
 Learned samplers start from a pretrained BPR-GMF: the best ``uniform`` trial when ``uniform`` is tuned
 in the same call (its trials run first), else a ``uniform`` run with the common settings.
 
-Output in the tune directory: ``tuned.json`` (``{"metric", "seed", "trials", "methods": {NAME:
-{"values", "valid_auc", "valid_ndcg", "trials"}}}``, readable by ``compare --tuned``), ``trials.csv``
-(every trial) and ``tuned.md``.
+Output in the tune directory: ``tuned.json`` (``{"metric", "seed", "trials", "data", "data_fingerprint",
+"base", "methods": {NAME: {"values", "valid_auc", "valid_ndcg", "trials"}}}``, readable by ``compare
+--tuned``), ``trials.csv`` (every trial) and ``tuned.md``. The trial runs are cached in ``runs/`` under
+names that include the dataset's fingerprint; one process at a time writes the directory.
 """
 
 from __future__ import annotations
@@ -36,12 +37,14 @@ from reinforcens.experiments.runner import (
     LABELS,
     Method,
     RunSpec,
+    data_fingerprint,
     default_jobs,
     method_values,
     needs_pretraining,
     run_key,
     run_specs,
 )
+from reinforcens.lock import DirectoryLock
 
 #: the training values searched for every trained method (the paper's section 3.1)
 COMMON_GRID: dict[str, list[float]] = {
@@ -169,8 +172,13 @@ def tune(
     -------
     dict
         The contents of ``tuned.json``.
+
+    Raises
+    ------
+    reinforcens.lock.LockedError
+        If another process runs an experiment in ``out``.
     """
-    from reinforcens.experiments.compare import parse_methods
+    from reinforcens.experiments.compare import data_record, parse_methods
 
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {trials}")
@@ -180,24 +188,59 @@ def tune(
     base = dict(base or {})
     base.pop("sampler_options", None)  # the grid decides the options it searches
     out = Path(out)
-    runs_dir = out.resolve() / "runs"
-    jobs = jobs or default_jobs()
-
     plans: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
     for n in names:
         settings = draw_trials(method_grid(n, grid), trials, seed)
         plans[n] = [(s, method_values(Method(n, n, values=setting_values(s)), base)) for s in settings]
+    record = data_record(data)  # the data is loaded and verified before anything is written
+    with DirectoryLock(out, "experiment"):
+        specs, results = _run_trials(data, plans, out, seed, base, jobs or default_jobs(), progress)
+        best, rows = _select(plans, specs, results, grid)
+        tuned = {
+            "metric": "valid.auc",
+            "seed": seed,
+            "trials": trials,
+            **record,
+            "base": base,
+            "methods": best,
+        }
+        report.write_csv(out / "trials.csv", pd.DataFrame(rows))
+        report.write_json(out / "tuned.json", tuned)
+        report.write_text(out / "tuned.md", format_tuned(tuned))
+    return tuned
+
+
+def _run_trials(
+    data: str | Path,
+    plans: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]],
+    out: Path,
+    seed: int,
+    base: dict[str, Any],
+    jobs: int,
+    progress: bool,
+) -> tuple[dict[str, list[RunSpec]], dict[str, dict[str, Any]]]:
+    """Run every method's trials: those without pretraining first (``uniform`` among them), then the
+    learned samplers from the best ``uniform`` trial (or a ``uniform`` run with the common settings).
+
+    Returns
+    -------
+    tuple
+        The specs of each method's trials (in the order of ``plans``) and the results by run directory.
+    """
+    runs_dir = out.resolve() / "runs"
+    fingerprint = data_fingerprint(data)
+
+    def spec(n: str, values: dict[str, Any], key: str, pretrain: str | None = None) -> RunSpec:
+        return RunSpec(n, n, seed, values, str(runs_dir / key / f"trial-seed{seed}"), pretrain)
 
     def specs_of(n: str, pretrain: str | None, pre_key: str | None) -> list[RunSpec]:
-        specs = []
-        for _, values in plans[n]:
-            key = run_key(n, n, values, pre_key)
-            specs.append(RunSpec(n, n, seed, values, str(runs_dir / key / f"trial-seed{seed}"), pretrain))
-        return specs
+        return [
+            spec(n, values, run_key(n, n, values, pre_key, fingerprint=fingerprint), pretrain)
+            for _, values in plans[n]
+        ]
 
-    # phase 1: methods without pretraining (uniform among them)
-    first = [n for n in names if not needs_pretraining(n, plans[n][0][1])]
-    later = [n for n in names if n not in first]
+    first = [n for n in plans if not needs_pretraining(n, plans[n][0][1])]
+    later = [n for n in plans if n not in first]
     all_specs: dict[str, list[RunSpec]] = {n: specs_of(n, None, None) for n in first}
     results = run_specs(
         [s for n in first for s in all_specs[n]], data, jobs=jobs, progress=progress, desc="tune"
@@ -208,10 +251,8 @@ def tune(
             pre_key = "tuned-uniform:" + Path(pre_spec.run_dir).parent.name
         else:
             pre_values = method_values(Method("uniform", "uniform"), base)
-            pre_key = run_key("uniform", "uniform", pre_values)
-            pre_spec = RunSpec(
-                "uniform", "uniform", seed, pre_values, str(runs_dir / pre_key / f"trial-seed{seed}")
-            )
+            pre_key = run_key("uniform", "uniform", pre_values, fingerprint=fingerprint)
+            pre_spec = spec("uniform", pre_values, pre_key)
             results.update(run_specs([pre_spec], data, jobs=1, progress=progress, desc="pretrain"))
         for n in later:
             all_specs[n] = specs_of(n, pre_spec.run_dir, pre_key)
@@ -220,19 +261,22 @@ def tune(
                 [s for n in later for s in all_specs[n]], data, jobs=jobs, progress=progress, desc="tune"
             )
         )
+    return {n: all_specs[n] for n in plans}, results
 
+
+def _select(
+    plans: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]],
+    specs: dict[str, list[RunSpec]],
+    results: dict[str, dict[str, Any]],
+    grid: dict[str, list[Any]] | None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Each method's best trial on validation AUC (the ``methods`` of ``tuned.json``) and one row per
+    trial."""
     rows = []
-    tuned: dict[str, Any] = {
-        "metric": "valid.auc",
-        "seed": seed,
-        "trials": trials,
-        "data": str(Path(data).resolve()),
-        "base": base,
-        "methods": {},
-    }
-    for n in names:
+    best: dict[str, Any] = {}
+    for n in plans:
         best_auc, best_entry = -math.inf, None
-        for (setting, _), spec in zip(plans[n], all_specs[n], strict=True):
+        for (setting, _), spec in zip(plans[n], specs[n], strict=True):
             met = results[spec.run_dir]["metrics"]
             auc = met.get("valid.auc")
             auc = -math.inf if auc is None else float(auc)
@@ -257,11 +301,8 @@ def tune(
         assert best_entry is not None
         best_entry["trials"] = len(plans[n])
         best_entry["grid_size"] = grid_size(method_grid(n, grid))
-        tuned["methods"][n] = best_entry
-    report.write_csv(out / "trials.csv", pd.DataFrame(rows))
-    report.write_json(out / "tuned.json", tuned)
-    report.write_text(out / "tuned.md", format_tuned(tuned))
-    return tuned
+        best[n] = best_entry
+    return best, rows
 
 
 def _best(specs: list[RunSpec], results: dict[str, dict[str, Any]]) -> RunSpec:

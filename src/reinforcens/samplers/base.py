@@ -18,16 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
 
+from reinforcens.config import StrictModel
 from reinforcens.models.gmf import GMF
 from reinforcens.training_data import TrainingData
 
 
-class SamplerConfig(BaseModel):
+class SamplerConfig(StrictModel):
     """Options of a sampler; each sampler subclasses this with its own fields."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 @dataclass

@@ -61,7 +61,9 @@ class DNSConfig(SamplerConfig):
 
 
 class DNSSampler(NegativeSampler):
-    """BPR-DNS (Zhang et al., 2013): the highest-scored of X uniform non-clicked candidates."""
+    """BPR-DNS (Zhang et al., 2013): the highest-scored of X uniform non-clicked candidates.
+
+    ``extra["candidates"]`` keeps the (B, X) candidates the negative was chosen from."""
 
     name = "dns"
     Config = DNSConfig
@@ -76,10 +78,10 @@ class DNSSampler(NegativeSampler):
                 np_view(users.contiguous()), np_view(cands), np_view(m.user.weight),
                 np_view(m.item.weight), np_view(m.h),
             )  # fmt: skip
-            return Negatives(cands.gather(1, torch.from_numpy(best).unsqueeze(1)).squeeze(1))
-        scores = recommender.candidate_scores(users, cands)[0]
-        best = scores.argmax(dim=1, keepdim=True)
-        return Negatives(cands.gather(1, best).squeeze(1))
+            best = torch.from_numpy(best).unsqueeze(1)
+        else:
+            best = recommender.candidate_scores(users, cands)[0].argmax(dim=1, keepdim=True)
+        return Negatives(cands.gather(1, best).squeeze(1), extra={"candidates": cands})
 
 
 class ExposureSampler(NegativeSampler):

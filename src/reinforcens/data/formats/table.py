@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ import pyarrow.parquet as pq
 
 from reinforcens.data.formats import register_reader
 from reinforcens.errors import DataError
+
+_COLUMNS = ("user", "item", "session", "timestamp", "clicked")
 
 
 @register_reader("table")
@@ -48,12 +51,13 @@ def read_table(
         raise DataError("expected a file, got a directory", path)
     if path.suffix.lower() in (".parquet", ".pq"):
         try:
+            _refuse_duplicates(pq.read_schema(path).names, rename, path, None)
             table = pq.read_table(path)
             # one column at a time, each arrow buffer freed once converted: no second full copy
             frame = table.to_pandas(split_blocks=True, self_destruct=True)
             del table
         except (OSError, pa.ArrowException, ValueError) as exc:
-            raise DataError(f"not a readable Parquet file ({exc})", path) from None
+            raise DataError(f"not a readable Parquet file ({_first(exc)})", path) from None
         frame = frame.rename(columns=rename)
         frame["line"] = np.arange(1, len(frame) + 1, dtype=np.int64 if len(frame) >= 2**31 else np.int32)
     else:
@@ -62,6 +66,12 @@ def read_table(
         if path.stat().st_size == 0:
             raise DataError("the file is empty", path)
         try:
+            # the header as a data row: read_csv renames repeated names (clicked, clicked.1)
+            header = pd.read_csv(
+                path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False, engine="c"
+            )
+            names = [str(c) for c in header.iloc[0]] if len(header) else []
+            _refuse_duplicates(names, rename, path, 1)
             frame = pd.read_csv(
                 path, sep=sep, dtype=str, keep_default_na=False, na_values=[""], engine="c"
             )
@@ -81,6 +91,50 @@ def read_table(
             path,
         )
     return frame
+
+
+def _refuse_duplicates(names: Sequence[str], rename: dict[str, str], path: Path, line: int | None) -> None:
+    """Refuse a file in which a column the reader uses would appear more than once.
+
+    Parameters
+    ----------
+    names
+        The column names as the file spells them, repeats kept.
+    rename
+        File column name -> reader column name (from the ``*_col`` options).
+    path, line
+        Named in the error (``line`` 1 for a text header, None for Parquet).
+
+    Raises
+    ------
+    DataError
+        Naming each column that repeats, or the file columns that the renaming maps onto one.
+    """
+    sources: dict[str, list[str]] = {}
+    for name in names:
+        target = rename.get(name, name)
+        if target in _COLUMNS:
+            sources.setdefault(target, []).append(name)
+    clashes = []
+    for target, found in sources.items():
+        if len(found) > 1 and len(set(found)) == 1:
+            clashes.append(f"{found[0]!r} appears {len(found)} times")
+        elif len(found) > 1:
+            shown = " and ".join(repr(n) for n in dict.fromkeys(found))
+            clashes.append(f"{shown} would both be used as {target!r}")
+    if clashes:
+        raise DataError(
+            f"column(s) present more than once: {'; '.join(clashes)} (rename or drop the extra "
+            f"column, or pick others with --user-col/--item-col/--session-col/--timestamp-col/"
+            f"--clicked-col)",
+            path,
+            line,
+        )
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _short(exc: BaseException) -> str:
