@@ -12,6 +12,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reinforcens.cli import main
 from reinforcens.data.formats import read_log
@@ -219,3 +221,33 @@ def test_integer_text_ids_above_2_53_stay_distinct(tmp_path, column):
     log = read_log(write_csv(tmp_path / "log.csv", HEADER, _big_rows(column)), "table")
     assert _raw_values(log, column) == BIG
     assert (log.n_users if column == "user" else log.n_items) == len(set(BIG))
+
+
+# ---------------------------------------------------------------------------------- line numbers
+def test_error_after_blank_lines_names_the_right_line(tmp_path, capsys):
+    """read_csv skips blank lines, and the line column was the row index + 2: an error after a blank
+    line named a line before the bad one."""
+    from reinforcens.cli import main
+
+    path = tmp_path / "log.csv"
+    path.write_text("\nuser,item,session,timestamp,clicked\r\n1,2,1,5,1\n\n  \n1,3,1,5,7\n")
+    assert main(["prepare", "--input", str(path), "--out", str(tmp_path / "p")]) == 2
+    assert f"{path}:6: clicked" in capsys.readouterr().err
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lines=st.lists(st.sampled_from(["1,2,1,5,1", "", " ", "\t", "\r", " \t\r", "3,4,1,5,0"]), max_size=30),
+    chunk=st.integers(1, 7),
+    sep=st.sampled_from([",", "\t"]),
+)
+def test_data_line_numbers_match_a_line_by_line_count(tmp_path_factory, lines, chunk, sep):
+    from reinforcens.data.formats.table import _data_lines
+
+    path = tmp_path_factory.mktemp("lines") / "log.csv"
+    body = ["user,item,session,timestamp,clicked", *lines]
+    path.write_bytes("\n".join(body).encode())
+    # oracle: a line is skipped if it holds only whitespace other than the separator
+    kept = [n for n, text in enumerate(body, 1) if text.replace(sep, "x").strip(" \t\r")]
+    got = _data_lines(path, sep, len(kept) - 1, chunk=chunk)
+    assert got.tolist() == kept[1:]

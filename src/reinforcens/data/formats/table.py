@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
+import lzma
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -80,7 +83,7 @@ def read_table(
         except (UnicodeDecodeError, csv.Error, pd.errors.EmptyDataError) as exc:
             raise DataError(f"unreadable table ({_short(exc)})", path) from None
         frame = frame.rename(columns=rename)
-        frame["line"] = frame.index.to_numpy() + 2
+        frame["line"] = _data_lines(path, sep, len(frame))
     missing = [c for c in ("user", "item", "session", "clicked") if c not in frame.columns]
     if missing:
         names = {"user": user_col, "item": item_col, "session": session_col, "clicked": clicked_col}
@@ -139,3 +142,52 @@ def _first(exc: BaseException) -> str:
 
 def _short(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+
+
+#: openers of the compressed text files whose lines :func:`_data_lines` can count
+_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+#: whitespace bytes: a line of nothing else is skipped by ``pandas.read_csv`` (unless one is ``sep``)
+_WHITESPACE = b" \t\r\v\f"
+
+
+def _data_lines(path: Path, sep: str, n_rows: int, chunk: int = 1 << 22) -> np.ndarray:
+    """The 1-based line number in the file of each of the ``n_rows`` data rows ``read_csv`` returned.
+
+    ``read_csv`` skips blank (whitespace-only) lines, so row ``r`` is line ``r + 2`` only if no blank line
+    comes before it; the file is scanned once (in chunks) for blank lines, and every row is shifted by
+    the number of blank lines before it. Archives the scan cannot open (``.zip``, ``.zst``) keep
+    ``r + 2``; lines inside quoted fields are not counted.
+    """
+    rows = np.arange(2, n_rows + 2, dtype=np.int64)
+    suffix = path.suffix.lower()
+    if suffix in (".zip", ".zst"):
+        return rows
+    blank_code = np.ones(256, dtype=bool)  # True: a byte that makes a line non-blank
+    blank_code[list(_WHITESPACE.replace(sep.encode()[:1], b""))] = False
+    blank_code[ord("\n")] = False
+    blanks: list[np.ndarray] = []
+    line, pending = 1, False  # the current line's number; whether it has a non-blank byte so far
+    with _OPENERS.get(suffix, open)(path, "rb") as f:
+        while block := f.read(chunk):
+            a = np.frombuffer(block, dtype=np.uint8)
+            ends = np.flatnonzero(a == 10)
+            if not ends.size:
+                pending = pending or bool(blank_code[a].any())
+                continue
+            starts = np.concatenate([[0], ends[:-1] + 1])
+            # a blank line starts with whitespace (or is empty): only those lines are looked at
+            maybe = np.flatnonzero(~blank_code[a[starts]])
+            if maybe.size and maybe[0] == 0 and pending:
+                maybe = maybe[1:]
+            if maybe.size:
+                marks = np.concatenate([[0], np.cumsum(blank_code[a], dtype=np.int32)])
+                content = marks[ends[maybe]] - marks[starts[maybe]]
+                blanks.append(line + maybe[content == 0])
+            line += ends.size
+            pending = bool(blank_code[a[ends[-1] + 1 :]].any())
+    blank = np.concatenate(blanks) if blanks else np.zeros(0, np.int64)
+    if blank.size == 0:
+        return rows
+    # non-blank line k (1-based; the header is k = 1) is line k + the blank lines before it
+    before = blank - np.arange(blank.size)  # non-blank lines before each blank line, plus one
+    return rows + np.searchsorted(before, rows, side="right")
