@@ -251,3 +251,17 @@ def test_data_line_numbers_match_a_line_by_line_count(tmp_path_factory, lines, c
     kept = [n for n, text in enumerate(body, 1) if text.replace(sep, "x").strip(" \t\r")]
     got = _data_lines(path, sep, len(kept) - 1, chunk=chunk)
     assert got.tolist() == kept[1:]
+
+
+def test_uint64_session_ids_from_2_63_are_refused_not_wrapped(tmp_path, capsys):
+    """A Parquet uint64 session id of 2**63 or more became a negative int64 (sessions without a
+    timestamp are ordered by their id, so the order of a user's sessions flipped without a word)."""
+    path = tmp_path / "log.parquet"
+    table = pa.table({
+        "user": ["a", "a", "a"], "item": ["x", "y", "z"],
+        "session": pa.array([5, 2**63, 2**63 + 1], type=pa.uint64()), "clicked": [1, 1, 1],
+    })  # fmt: skip
+    pq.write_table(table, path)
+    assert main(["prepare", "--input", str(path), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:2: session is out of range" in err

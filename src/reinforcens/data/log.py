@@ -168,7 +168,10 @@ def _check_text_ids(values: pd.Series, name: str, fail) -> None:
 def _as_int(values: pd.Series, name: str, fail) -> np.ndarray:
     if pd.api.types.is_integer_dtype(values.dtype) and not values.isna().any():
         # a copy: a view would keep the frame's whole 2-D block of integer columns alive
-        return values.to_numpy(dtype=np.int64, copy=True)
+        unsigned = pd.api.types.is_unsigned_integer_dtype(values.dtype)
+        exact = values.to_numpy(dtype=np.uint64 if unsigned else np.int64, copy=True)
+        _fail_out_of_range(exact, unsigned, name, fail)  # uint64 from 2**63 on would wrap to negative
+        return exact.astype(np.int64, copy=False)
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
         fail(values.isna().to_numpy(), f"missing {name}")
         return values.astype("int64").to_numpy() // 1_000_000_000
@@ -178,10 +181,7 @@ def _as_int(values: pd.Series, name: str, fail) -> np.ndarray:
         # parsed as integers: kept exact, never through float64, which merges values above 2**53
         unsigned = pd.api.types.is_unsigned_integer_dtype(numeric.dtype)
         exact = numeric.to_numpy(dtype=np.uint64 if unsigned else np.int64)
-        fail(
-            (exact >= 2**62) if unsigned else (exact >= 2**62) | (exact <= -(2**62)),
-            f"{name} is out of range",
-        )
+        _fail_out_of_range(exact, unsigned, name, fail)
         return exact.astype(np.int64)
     as_float = numeric.to_numpy(dtype=np.float64)
     fail(as_float != np.round(as_float), f"{name} is not an integer")
@@ -195,6 +195,12 @@ def _as_int(values: pd.Series, name: str, fail) -> np.ndarray:
             f"write every {name} as a plain integer",
         )
     return as_float.astype(np.int64)
+
+
+def _fail_out_of_range(exact: np.ndarray, unsigned: bool, name: str, fail) -> None:
+    """Refuse integers outside (-2**62, 2**62), the range every later step computes in."""
+    limit = np.uint64(2**62) if unsigned else 2**62
+    fail((exact >= limit) if unsigned else (exact >= limit) | (exact <= -limit), f"{name} is out of range")
 
 
 _TRUE = {"1", "true", "t", "yes", "1.0"}
