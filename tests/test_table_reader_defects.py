@@ -265,3 +265,13 @@ def test_uint64_session_ids_from_2_63_are_refused_not_wrapped(tmp_path, capsys):
     assert main(["prepare", "--input", str(path), "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err
     assert f"{path}:2: session is out of range" in err
+
+
+def test_one_column_for_two_roles_is_refused_by_name(tmp_path, capsys):
+    """--user-col x --item-col x said "missing column 'x'" of a file that has it."""
+    path = tmp_path / "log.csv"
+    path.write_text("x,session,timestamp,clicked\n1,1,5,1\n")
+    argv = ["prepare", "--input", str(path), "--out", str(tmp_path / "p"),
+            "--user-col", "x", "--item-col", "x"]  # fmt: skip
+    assert main(argv) == 2
+    assert "column 'x' is given as the user and item column" in capsys.readouterr().err

@@ -47,9 +47,14 @@ def read_table(
     pandas.DataFrame
         Columns ``user, item, session, timestamp, clicked, line``.
     """
-    rename = {user_col: "user", item_col: "item", session_col: "session", clicked_col: "clicked"}
+    roles = {"user": user_col, "item": item_col, "session": session_col, "clicked": clicked_col}
     if timestamp_col:
-        rename[timestamp_col] = "timestamp"
+        roles["timestamp"] = timestamp_col
+    shared = sorted({c for c in roles.values() if list(roles.values()).count(c) > 1})
+    if shared:
+        both = " and ".join(r for r, c in roles.items() if c == shared[0])
+        raise DataError(f"column {shared[0]!r} is given as the {both} column; each needs its own", path)
+    rename = {col: role for role, col in roles.items()}
     if path.is_dir():
         raise DataError("expected a file, got a directory", path)
     if path.suffix.lower() in (".parquet", ".pq"):
