@@ -33,7 +33,11 @@ def test_lists_follow_the_protocol(list_length):
         for row, u in enumerate(lists.users):
             click_ranks = sorted(r for r, (c, _) in sess[int(u)].items() if c)
             clicks, exposed = sess[int(u)][click_ranks[-offset]]
-            exposed = exposed - train[int(u)]
+            # clicked before this split: in training, and for test also in validation
+            before = train[int(u)] | (sess[int(u)][click_ranks[-2]][0] if offset == 1 else set())
+            # every click of the session is kept beside the list, whatever the list had room for
+            assert set(lists.clicks.row(int(u)).tolist()) == clicks
+            exposed = exposed - before
             items, kind = lists.items[row], lists.kind[row]
             real = items[kind != EMPTY]
             assert len(set(real.tolist())) == real.size  # no duplicates
@@ -41,8 +45,8 @@ def test_lists_follow_the_protocol(list_length):
             got_e = set(items[kind == EXPOSED].tolist())
             got_p = set(items[kind == PADDED].tolist())
             assert got_c <= clicks and got_e <= exposed
-            assert not got_p & (clicks | exposed | train[int(u)])
-            assert not got_c & train[int(u)]
+            assert not got_p & (clicks | exposed | before)
+            assert not got_c & before
             total = len(clicks) + len(exposed)
             if list_length is None:
                 assert got_c == clicks and got_e == exposed and not got_p

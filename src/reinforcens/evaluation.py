@@ -56,8 +56,12 @@ def evaluate_lists(scorer: Scorer, lists: EvalLists) -> dict[str, float]:
     return metrics.list_metrics(list_scores(scorer, lists), lists.labels, lists.mask)
 
 
-def _list_csr(lists: EvalLists, n_users: int, n_items: int, clicked_only: bool) -> sp.csr_matrix:
-    sel = lists.labels if clicked_only else lists.mask
+def held_out_clicks(lists: EvalLists, n_users: int, n_items: int) -> sp.csr_matrix:
+    """Every click of the split's held-out sessions (:attr:`EvalLists.clicks`), as a 0/1 matrix; for
+    lists made without them, the clicks the lists hold."""
+    if lists.clicks is not None:
+        return lists.clicks.to_csr()
+    sel = lists.labels
     rows = np.broadcast_to(lists.users[:, None], lists.items.shape)[sel]
     cols = lists.items[sel]
     return sp.csr_matrix((np.ones(rows.size, dtype=np.float32), (rows, cols)), shape=(n_users, n_items))
@@ -66,16 +70,17 @@ def _list_csr(lists: EvalLists, n_users: int, n_items: int, clicked_only: bool) 
 def evaluate_full_ranking(
     scorer: Scorer, data: PreparedDataset, split: str = "test", k: int = 20, chunk: int = 2048
 ) -> dict[str, float]:
-    """Recall@k and NDCG@k of the split's clicked items, ranking all items.
+    """Recall@k and NDCG@k of every click of the split's held-out sessions, ranking all items.
 
-    The user's training clicks are excluded from the ranking, and for ``split="test"`` also the
-    validation clicks.
+    The truth is all clicks of each user's held-out session (:func:`held_out_clicks`), not only those
+    its fixed-length list kept. The user's training clicks are excluded from the ranking, and for
+    ``split="test"`` also every validation click.
     """
     lists = data.valid if split == "valid" else data.test
-    truth = _list_csr(lists, data.n_users, data.n_items, clicked_only=True)
+    truth = held_out_clicks(lists, data.n_users, data.n_items)
     exclude = data.train_clicks.to_csr()
     if split == "test":
-        exclude = exclude + _list_csr(data.valid, data.n_users, data.n_items, clicked_only=True)
+        exclude = exclude + held_out_clicks(data.valid, data.n_users, data.n_items)
     exclude = exclude.tocsr()
     users = lists.users
     recalls, ndcgs = [], []

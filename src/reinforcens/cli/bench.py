@@ -165,7 +165,7 @@ def prepare_command(preset: str, sim_dir: Path, out: Path) -> list[str]:
 def ensure_prepared(preset: str, cache: Path, seed: int = 0, quiet: bool = False) -> Path:
     """Generate and prepare ``preset`` unless the cache holds it already; returns the prepared folder."""
     from reinforcens.data.formats import read_log
-    from reinforcens.data.prepared import is_prepared_dir, prepare, save_prepared
+    from reinforcens.data.prepared import is_current_prepared_dir, is_prepared_dir, prepare, save_prepared
     from reinforcens.data.simulate import PRESETS, read_metadata, write_simulation
 
     sim_dir, prep_dir = preset_paths(preset, cache, seed)
@@ -178,6 +178,9 @@ def ensure_prepared(preset: str, cache: Path, seed: int = 0, quiet: bool = False
     if meta is None:
         _log(f"simulating preset {preset!r} into {sim_dir} (once)", quiet)
         write_simulation(sim_dir, preset, seed)
+    if is_prepared_dir(prep_dir) and not is_current_prepared_dir(prep_dir):
+        _log(f"the cached {preset!r} dataset was prepared by an earlier version: preparing it again", quiet)
+        shutil.rmtree(prep_dir)
     if not is_prepared_dir(prep_dir):
         _log(f"preparing {preset!r} into {prep_dir} (once)", quiet)
         min_sessions, list_length = PREPARE_SETTINGS[preset]

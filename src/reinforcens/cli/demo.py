@@ -7,7 +7,7 @@ simulate (``small`` preset) -> prepare -> stats -> evaluate ItemPop -> train BPR
 from __future__ import annotations
 
 import argparse
-import json
+import shutil
 from pathlib import Path
 
 from reinforcens.cli._common import fmt, seed
@@ -35,7 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from reinforcens.config import TrainConfig
     from reinforcens.data.formats import read_log
-    from reinforcens.data.prepared import is_prepared_dir, load_prepared, prepare, save_prepared
+    from reinforcens.data.prepared import (
+        is_current_prepared_dir,
+        is_prepared_dir,
+        load_prepared,
+        prepare,
+        save_prepared,
+    )
     from reinforcens.data.simulate import write_simulation
     from reinforcens.evaluation import ItemPop, evaluate
     from reinforcens.train import Trainer
@@ -45,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
     if not (sim / "log.parquet").is_file():
         print(f"[1/5] simulating the {args.preset!r} preset into {sim}")
         write_simulation(sim, args.preset, args.seed)
+    if is_prepared_dir(prep) and not is_current_prepared_dir(prep):
+        print(f"[2/5] {prep} was prepared by an earlier version: preparing it again (and retraining)")
+        shutil.rmtree(prep)
+        shutil.rmtree(out / "runs", ignore_errors=True)  # they belong to the old dataset
     if not is_prepared_dir(prep):
         print(f"[2/5] preparing {prep}")
         log = read_log(sim / "log.parquet", "table")
@@ -71,10 +81,8 @@ def run(args: argparse.Namespace) -> int:
         if sampler == "rns":  # start from the BPR-GMF run, as the paper does
             values |= {"init": "pretrained", "pretrained": str(uniform_dir / "best.pt")}
         cfg = TrainConfig.build(**values)
-        if (run_dir / "metrics.json").is_file():
-            metrics = json.loads((run_dir / "metrics.json").read_text())
-        else:
-            metrics = Trainer(data, cfg, run_dir, progress=not args.quiet, resume=True).fit()
+        # a finished run is returned as it is, after it verifies; an interrupted one resumes
+        metrics = Trainer(data, cfg, run_dir, progress=not args.quiet, resume=True).fit()
         rows[label] = {k.split(".", 1)[1]: v for k, v in metrics.items() if k.startswith("test.")}
     cols = ["auc", "ndcg", "recall@20", "ndcg@20", "true_auc"]
     print(

@@ -105,7 +105,8 @@ def check_prepared_arrays(
     train
         ``click_indptr, click_indices, exposure_indptr, exposure_indices`` of ``train.npz``.
     lists
-        ``{"valid": {"users", "items", "kind"}, "test": {...}}``.
+        ``{"valid": {"users", "items", "kind", "click_indptr", "click_indices"}, "test": {...}}``: the
+        lists and every click of the held-out sessions.
     n_user_ids, n_item_ids
         Rows of ``user_ids.parquet`` and ``item_ids.parquet``.
     """
@@ -116,18 +117,11 @@ def check_prepared_arrays(
             f"{n_user_ids} user ids and {n_item_ids} item ids for {n_users} users and {n_items} items",
             path / "user_ids.parquet" if n_user_ids != n_users else path / "item_ids.parquet",
         )
-    where = path / "train.npz"
     for kind in ("click", "exposure"):
-        indptr, indices = train[f"{kind}_indptr"], train[f"{kind}_indices"]
-        _integer(indptr, f"{kind}_indptr", where, ndim=1)
-        _integer(indices, f"{kind}_indices", where, ndim=1)
-        if indptr.shape[0] != n_users + 1 or indptr[0] != 0 or indptr[-1] != indices.shape[0]:
-            raise DataError(f"{kind}_indptr does not describe {n_users} users", where)
-        if (np.diff(indptr) < 0).any():
-            raise DataError(f"{kind}_indptr decreases", where)
-        _in_range(indices, 0, n_items, f"{kind}_indices (items)", where)
+        _check_csr(train, kind, n_users, n_items, path / "train.npz")
     for split, arrays in lists.items():
         where = path / f"{split}.npz"
+        _check_csr(arrays, "click", n_users, n_items, where)
         users, items, kind = arrays["users"], arrays["items"], arrays["kind"]
         _integer(users, "users", where, ndim=1)
         _integer(items, "items", where, ndim=2)
@@ -143,6 +137,18 @@ def check_prepared_arrays(
         if (items[empty] != -1).any():
             raise DataError("items of empty slots (kind -1) must be -1", where)
         _in_range(items[~empty], 0, n_items, "items", where)
+
+
+def _check_csr(arrays: Mapping[str, np.ndarray], kind: str, n_users: int, n_items: int, where: Path) -> None:
+    """``{kind}_indptr`` and ``{kind}_indices`` must be a per-user CSR of items in range."""
+    indptr, indices = arrays[f"{kind}_indptr"], arrays[f"{kind}_indices"]
+    _integer(indptr, f"{kind}_indptr", where, ndim=1)
+    _integer(indices, f"{kind}_indices", where, ndim=1)
+    if indptr.shape[0] != n_users + 1 or indptr[0] != 0 or indptr[-1] != indices.shape[0]:
+        raise DataError(f"{kind}_indptr does not describe {n_users} users", where)
+    if (np.diff(indptr) < 0).any():
+        raise DataError(f"{kind}_indptr decreases", where)
+    _in_range(indices, 0, n_items, f"{kind}_indices (items)", where)
 
 
 def _integer(a: np.ndarray, name: str, where: Path, ndim: int) -> None:

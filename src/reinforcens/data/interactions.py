@@ -37,6 +37,12 @@ class UserItems:
         np.cumsum(np.bincount(u, minlength=n_users), out=indptr[1:])
         return cls(indptr=indptr, indices=keys % n_items, n_items=n_items)
 
+    @classmethod
+    def from_keys(cls, keys: np.ndarray, n_users: int, n_items: int) -> UserItems:
+        """Build from ``user * n_items + item`` keys (possibly repeated)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        return cls.from_pairs(keys // n_items, keys % n_items, n_users, n_items)
+
     @property
     def n_users(self) -> int:
         return int(self.indptr.shape[0] - 1)

@@ -49,10 +49,14 @@ from reinforcens.data.preprocess import Events, preprocess
 from reinforcens.data.split import EvalLists, split_sessions
 from reinforcens.errors import DataError
 
-FORMAT_VERSION = 1
+#: 2: valid.npz/test.npz hold every click of the held-out sessions (click_indptr, click_indices), and
+#: test lists never hold a validation click as a negative
+FORMAT_VERSION = 2
 
 #: the arrays of ``train.npz``
 TRAIN_ARRAYS = ("click_indptr", "click_indices", "exposure_indptr", "exposure_indices")
+#: the arrays of ``valid.npz`` and ``test.npz``: the lists, and every click of the held-out sessions
+LIST_ARRAYS = ("users", "items", "kind", "click_indptr", "click_indices")
 
 #: the files whose content the fingerprint covers (``meta.json`` holds it, other files are extras)
 CONTENT_FILES = ("train.npz", "valid.npz", "test.npz", "user_ids.parquet", "item_ids.parquet")
@@ -123,6 +127,9 @@ class PreparedDataset:
         }
         for name, lists in (("valid", self.valid), ("test", self.test)):
             out |= {f"{name}.users": lists.users, f"{name}.items": lists.items, f"{name}.kind": lists.kind}
+            if lists.clicks is not None:
+                out[f"{name}.click_indptr"] = lists.clicks.indptr
+                out[f"{name}.click_indices"] = lists.clicks.indices
         return out
 
     def describe(self) -> dict[str, Any]:
@@ -257,6 +264,16 @@ def is_prepared_dir(path: Path) -> bool:
     return (path / "meta.json").is_file()
 
 
+def is_current_prepared_dir(path: Path) -> bool:
+    """Whether ``path`` holds a prepared dataset of this version's format (one of an earlier format
+    is refused by :func:`load_prepared` and must be prepared again)."""
+    try:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format_version") == FORMAT_VERSION
+
+
 def save_prepared(
     data: PreparedDataset, out: str | Path, force: bool = False, extra_files: dict | None = None
 ) -> Path:
@@ -290,7 +307,16 @@ def save_prepared(
             exposure_indices=te.indices,
         )
         for name, lists in (("valid", data.valid), ("test", data.test)):
-            np.savez(tmp / f"{name}.npz", users=lists.users, items=lists.items, kind=lists.kind)
+            if lists.clicks is None:
+                raise ValueError(f"the {name} lists carry no held-out clicks (EvalLists.clicks)")
+            np.savez(
+                tmp / f"{name}.npz",
+                users=lists.users,
+                items=lists.items,
+                kind=lists.kind,
+                click_indptr=lists.clicks.indptr,
+                click_indices=lists.clicks.indices,
+            )
         _write_ids(tmp / "user_ids.parquet", data.user_ids)
         _write_ids(tmp / "item_ids.parquet", data.item_ids)
         for name, src in (extra_files or {}).items():
@@ -335,14 +361,19 @@ def load_prepared(path: str | Path) -> PreparedDataset:
     checksums = _check_listed_files(path, meta)
     n_users, n_items = int(meta["n_users"]), int(meta["n_items"])
     train = _load_npz(path / "train.npz", TRAIN_ARRAYS)
-    raw = {name: _load_npz(path / f"{name}.npz", ("users", "items", "kind")) for name in ("valid", "test")}
+    raw = {name: _load_npz(path / f"{name}.npz", LIST_ARRAYS) for name in ("valid", "test")}
     user_ids = _read_ids(path / "user_ids.parquet")
     item_ids = _read_ids(path / "item_ids.parquet")
     try:
         check_prepared_arrays(path, n_users, n_items, train, raw, user_ids.size, item_ids.size)
         clicks = UserItems(train["click_indptr"], train["click_indices"], n_items)
         exposures = UserItems(train["exposure_indptr"], train["exposure_indices"], n_items)
-        lists = {n: EvalLists(users=z["users"], items=z["items"], kind=z["kind"]) for n, z in raw.items()}
+        lists = {
+            n: EvalLists(
+                z["users"], z["items"], z["kind"], UserItems(z["click_indptr"], z["click_indices"], n_items)
+            )
+            for n, z in raw.items()
+        }
         data = PreparedDataset(
             n_users=n_users,
             n_items=n_items,

@@ -5,10 +5,14 @@ click) the validation session, and every earlier session is training data. Sessi
 the validation session are not used. Users with fewer than three sessions with a click are dropped.
 
 Evaluation lists (one per user and split) hold the session's clicked items and its unclicked exposed
-items (minus items the user clicked in training), padded to length ``L`` with items drawn uniformly among
-items the user never clicked in training and never clicked or saw in that session. If a session holds more
-than ``L`` items, a proportional share of exposures (at least one) is kept and the rest of the list is
-filled with clicks. ``list_length=None`` keeps every session as it is (no padding, no truncation).
+items (minus items the user clicked before: in training, and for test in validation), padded to length
+``L`` with items drawn uniformly among items the user never clicked before and never clicked or saw in
+that session. If a session holds more than ``L`` items, a proportional share of exposures (at least one) is
+kept and the rest of the list is filled with clicks. ``list_length=None`` keeps every session as it is (no
+padding, no truncation).
+
+Every click of a held-out session is kept beside its list (:attr:`EvalLists.clicks`), so the
+full-ranking metrics count all of them, not only those that a list of length ``L`` had room for.
 """
 
 from __future__ import annotations
@@ -35,11 +39,15 @@ class EvalLists:
         Item ids; ``-1`` in empty slots (only for ragged lists).
     kind : numpy.ndarray of int8, shape (n, L)
         1 clicked, 0 exposed but unclicked, 2 padding item, -1 empty slot.
+    clicks : UserItems or None
+        Every click of each user's held-out session (a list may have kept only some of them), over all
+        users of the dataset; ``None`` for lists made without it, whose clicks are the list's own.
     """
 
     users: np.ndarray
     items: np.ndarray
     kind: np.ndarray
+    clicks: UserItems | None = None
 
     @property
     def labels(self) -> np.ndarray:
@@ -109,7 +117,9 @@ def split_sessions(events: Events, list_length: int | None, seed: int) -> tuple[
         np.unique(u[exp] * n_items + i[exp]).size - exp_keys.size
     )
     valid = build_lists(u[is_valid], i[is_valid], c[is_valid], train_clicks, list_length, rng)
-    test = build_lists(u[is_test], i[is_test], c[is_test], train_clicks, list_length, rng)
+    assert valid.clicks is not None
+    before_test = UserItems.from_keys(np.union1d(train_clicks.keys(), valid.clicks.keys()), n_users, n_items)
+    test = build_lists(u[is_test], i[is_test], c[is_test], before_test, list_length, rng)
     split = Split(
         train_clicks=train_clicks,
         train_exposures=train_exposures,
@@ -165,9 +175,14 @@ def build_lists(
     list_length: int | None,
     rng: np.random.Generator,
 ) -> EvalLists:
-    """Build one split's evaluation lists from that split's session rows (vectorized over users)."""
+    """Build one split's evaluation lists from that split's session rows (vectorized over users).
+
+    ``train_clicks`` are the clicks the user made before this split (for test: training and validation
+    clicks): they are neither negatives nor padding.
+    """
     n_items = train_clicks.n_items
-    # exposures of items clicked in training are neither clicks nor fair negatives: drop them
+    held_out = UserItems.from_pairs(user[clicked], item[clicked], train_clicks.n_users, n_items)
+    # exposures of items clicked before are neither clicks nor fair negatives: drop them
     stale = ~clicked & train_clicks.contains(user, item)
     user, item, clicked = user[~stale], item[~stale], clicked[~stale]
     users = np.unique(user)
@@ -214,7 +229,7 @@ def build_lists(
         ok = pad_items >= 0
         items[pad_row[ok], pad_col[ok]] = pad_items[ok]
         kind[pad_row[ok], pad_col[ok]] = PADDED
-    return EvalLists(users=users, items=items, kind=kind)
+    return EvalLists(users=users, items=items, kind=kind, clicks=held_out)
 
 
 def _draw_padding(
