@@ -16,7 +16,7 @@ import pytest
 
 from reinforcens.cli import main
 from reinforcens.data import download as dl
-from reinforcens.data.formats import read_log
+from reinforcens.data.formats import available_formats, read_log
 
 FIX = Path(__file__).parent / "fixtures" / "formats"
 
@@ -298,16 +298,7 @@ def test_unsafe_zip_is_refused(server, tmp_path):
 def test_registry_entries_are_complete():
     for name, d in dl.DATASETS.items():
         assert name == d.name
-        assert d.format in {
-            "mind",
-            "kuairand",
-            "zhihurec",
-            "ebnerd",
-            "trivago",
-            "contentwise",
-            "recbole",
-            "ratings",
-        }
+        assert d.format in available_formats()
         assert d.homepage.startswith("https://")
         assert d.license and d.size and d.title
         assert bool(d.files) != bool(d.manual)
@@ -361,3 +352,29 @@ def test_cli_download_errors(capsys, tmp_path):
     assert main(["datasets", "download", "no-such", "--dir", str(tmp_path)]) == 2
     assert "unknown dataset" in capsys.readouterr().err
     assert main(["datasets"]) == 1
+
+
+def test_md5_is_checked_where_only_md5_is_published(server, tmp_path):
+    """GroupLens publishes MD5 sums only: a right one verifies, a wrong one refuses the file."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:  # an ML-100K-shaped archive of four ratings
+        z.writestr("ml-100k/u.data", "1\t10\t5\t881250949\n1\t11\t2\t881250950\n2\t10\t4\t881250951\n"
+                   "2\t12\t1\t891250951\n")  # fmt: skip
+    data = buf.getvalue()
+    server.files["/ml-100k.zip"] = data
+    official = dl.DATASETS["movielens-100k"]
+    good = dataclasses.replace(
+        official,
+        files=(dl.RemoteFile(server.url + "/ml-100k.zip", md5=hashlib.md5(data).hexdigest()),),
+    )
+    target = _get(good, tmp_path)
+    assert dl.read_marker(target)["files"][0]["checksum_known"] is True
+    log = read_log(target / official.input_hint, official.format)
+    assert log.n_users == 2 and int(log.clicked.sum()) == 2  # ratings 5 and 4 are the clicks
+    bad = dataclasses.replace(official, files=(dl.RemoteFile(server.url + "/ml-100k.zip", md5="0" * 32),))
+    with pytest.raises(dl.DownloadError, match="checksum mismatch \\(MD5"):
+        _get(bad, tmp_path / "other")
+    assert dl.read_marker(tmp_path / "other" / official.name) is None

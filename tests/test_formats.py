@@ -30,6 +30,7 @@ FIXTURES = {
     "contentwise": ("contentwise", {}),
     "contentwise-csv": ("contentwise", {}),
     "recbole/toy": ("recbole", {"threshold": 4}),
+    "movielens": ("movielens", {}),
     "ratings/coat": ("ratings", {}),
     "ratings/yahoo": ("ratings", {}),
 }
@@ -77,6 +78,7 @@ def test_all_formats_registered():
         "trivago",
         "contentwise",
         "recbole",
+        "movielens",
         "ratings",
     } <= set(available_formats())
 
@@ -501,6 +503,60 @@ def test_contentwise_malformed(tmp_path):
     )
     with raises_at(tmp_path / "impressions-direct-link.csv", 3, "recommendation_id is not"):
         read_log(tmp_path, "contentwise")
+
+
+# --------------------------------------------------------------------------------------------------
+# MovieLens
+
+
+def _movielens_layouts(tmp_path: Path) -> dict[str, Path]:
+    """The fixture's ratings written in every layout the reader takes."""
+    src = pd.read_csv(FIX / "movielens" / "ml-100k" / "u.data", sep="\t", header=None,
+                      names=["u", "i", "r", "t"])  # fmt: skip
+    out = {"u.data": FIX / "movielens"}
+    (tmp_path / "dat").mkdir()
+    lines = "".join(f"{u}::{i}::{r}::{t}\n" for u, i, r, t in src.values)
+    (tmp_path / "dat" / "ratings.dat").write_text(lines)
+    (tmp_path / "csv").mkdir()
+    csv = src.set_axis(["userId", "movieId", "rating", "timestamp"], axis=1)
+    csv.to_csv(tmp_path / "csv" / "ratings.csv", index=False)
+    (tmp_path / "inter").mkdir()
+    src.set_axis(["user_id:token", "item_id:token", "rating:float", "timestamp:float"], axis=1).to_csv(
+        tmp_path / "inter" / "ml-100k.inter", sep="\t", index=False
+    )
+    out |= {"ratings.dat": tmp_path / "dat", "ratings.csv": tmp_path / "csv", ".inter": tmp_path / "inter"}
+    return out
+
+
+def test_movielens_every_layout_reads_the_same_log(tmp_path):
+    src = pd.read_csv(FIX / "movielens" / "ml-100k" / "u.data", sep="\t", header=None,
+                      names=["u", "i", "r", "t"])  # fmt: skip
+    frames = {k: rows(p, "movielens") for k, p in _movielens_layouts(tmp_path).items()}
+    first = frames["u.data"]
+    # oracle: the raw file; ratings >= 4 are clicks, one session per user and UTC day
+    assert first.clicked.tolist() == (src.r >= 4).tolist()
+    assert first.timestamp.tolist() == src.t.tolist()
+    days = src.assign(d=src.t // 86_400).groupby("u").d.nunique()
+    assert first.groupby("user").session.nunique().sort_index().tolist() == days.sort_index().tolist()
+    for name, frame in frames.items():
+        assert frame.drop(columns="session").equals(first.drop(columns="session")), name
+        assert frame.session.tolist() == first.session.tolist(), name
+
+
+def test_movielens_threshold_and_errors(tmp_path):
+    df = rows(FIX / "movielens", "movielens", threshold=5)
+    src = pd.read_csv(FIX / "movielens" / "ml-100k" / "u.data", sep="\t", header=None)
+    assert df.clicked.tolist() == (src[2] >= 5).tolist()
+    bad = tmp_path / "u.data"
+    bad.write_text("1\t2\t5\t100\n1\t3\tgood\t200\n")
+    with raises_at(bad, 2, "rating"):
+        read_log(tmp_path, "movielens")
+    (tmp_path / "u.data").unlink()
+    (tmp_path / "ratings.dat").write_text("1::2::5::100\n1::2::5\n")
+    with raises_at(tmp_path / "ratings.dat", 2, "expected 4 fields"):
+        read_log(tmp_path, "movielens")
+    with pytest.raises(DataError, match="no MovieLens ratings file"):
+        read_log(FIX / "zhihu", "movielens")
 
 
 # --------------------------------------------------------------------------------------------------

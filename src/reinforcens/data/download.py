@@ -59,6 +59,8 @@ class RemoteFile:
     sha256
         The expected SHA-256 of the file, or ``None`` where it is not known; the computed hash is
         then recorded in the marker.
+    md5
+        The expected MD5, for sources that publish only that (GroupLens); checked as well.
     size
         The size in bytes, where known (shown and checked).
     unpack
@@ -67,6 +69,7 @@ class RemoteFile:
 
     url: str
     sha256: str | None = None
+    md5: str | None = None
     size: int | None = None
     unpack: bool = True
 
@@ -255,6 +258,22 @@ DATASETS: dict[str, Dataset] = {
             ),
         ),
         Dataset(
+            name="movielens-100k",
+            title="MovieLens 100K: 100,000 ratings (1-5) of 1,682 movies by 943 users",
+            format="movielens",
+            homepage="https://grouplens.org/datasets/movielens/100k/",
+            license="GroupLens research licence (no redistribution, citation required)",
+            size="about 5 MB",
+            files=(
+                RemoteFile(
+                    "https://files.grouplens.org/datasets/movielens/ml-100k.zip",
+                    md5="0e33842e24a9c977be4e0107933c0723",
+                ),
+            ),
+            input_hint="ml-100k",
+            notes="ratings >= 4 are clicks and lower ratings shown-but-not-clicked (--option threshold=4)",
+        ),
+        Dataset(
             name="recbole",
             title="RecBole atomic files (.inter) of any dataset RecBole distributes",
             format="recbole",
@@ -375,7 +394,7 @@ def download(
         url = remote.url if base is None else base.rstrip("/") + "/" + remote.filename
         archive = target / remote.filename
         digest = _fetch(url, archive, remote, retries, retry_wait, timeout, progress, say)
-        if remote.sha256 is None:
+        if remote.sha256 is None and remote.md5 is None:
             say(
                 f"no published checksum for {remote.filename}; its SHA-256 is {digest} "
                 f"(recorded in {target / MARKER})"
@@ -389,7 +408,7 @@ def download(
                 "file": remote.filename,
                 "url": url,
                 "sha256": digest,
-                "checksum_known": remote.sha256 is not None,
+                "checksum_known": remote.sha256 is not None or remote.md5 is not None,
             }
         )
     marker = {
@@ -435,13 +454,14 @@ def _fetch(
         raise DownloadError(
             f"{remote.filename}: got {size} bytes, expected {remote.size}; the file was deleted"
         )
-    digest = _sha256(part)
-    if remote.sha256 is not None and digest != remote.sha256.lower():
-        part.unlink()
-        raise DownloadError(
-            f"{remote.filename}: checksum mismatch (SHA-256 {digest}, expected {remote.sha256}); "
-            f"the file was deleted, nothing was marked as downloaded"
-        )
+    digest, md5 = _digests(part)
+    for name, got, expected in (("SHA-256", digest, remote.sha256), ("MD5", md5, remote.md5)):
+        if expected is not None and got != expected.lower():
+            part.unlink()
+            raise DownloadError(
+                f"{remote.filename}: checksum mismatch ({name} {got}, expected {expected}); "
+                f"the file was deleted, nothing was marked as downloaded"
+            )
     part.replace(dest)
     return digest
 
@@ -504,12 +524,14 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool, expected: in
             raise _Interrupted(f"{url}: transfer broken after {received} of {total} bytes")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def _digests(path: Path) -> tuple[str, str]:
+    """The SHA-256 and the MD5 of a file, in one read."""
+    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
+            sha.update(block)
+            md5.update(block)
+    return sha.hexdigest(), md5.hexdigest()
 
 
 def _is_archive(path: Path) -> bool:

@@ -34,6 +34,7 @@ _MODULES = (
     "trivago",
     "contentwise",
     "recbole",
+    "movielens",
     "ratings",
 )
 
