@@ -740,6 +740,26 @@ def drop_exposures_of_clicks(table: pd.DataFrame) -> pd.DataFrame:
     return table.loc[~drop].reset_index(drop=True)
 
 
+def timed_frame(
+    user: pa.Array,
+    item: pa.Array,
+    timestamp: np.ndarray,
+    clicked: np.ndarray,
+    lines: np.ndarray,
+    path: Path,
+    session_gap: float | None,
+    utc_offset_hours: float,
+    item_name: str = "item",
+) -> pd.DataFrame:
+    """The raw frame of a log whose sessions come from time: a user's UTC day (``session_gap`` None)
+    or runs separated by more than ``session_gap`` seconds (see :func:`time_keys`)."""
+    user_ids = ids(user, "user", path, lines)
+    item_ids = ids(item, item_name, path, lines)
+    ucode = np.asarray(user_ids.codes, dtype=np.int64)
+    key = time_keys(ucode, timestamp, session_gap, utc_offset_hours, path)
+    return frame(user_ids, item_ids, number_sessions(ucode, key, timestamp), timestamp, clicked, lines)
+
+
 def frame(
     user: pd.Categorical,
     item: pd.Categorical,

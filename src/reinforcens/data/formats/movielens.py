@@ -120,9 +120,6 @@ def _from_columns(
 ) -> pd.DataFrame:
     ts = c.to_seconds(c.to_float(values["timestamp"], "timestamp", file, lines), "timestamp", file, lines)
     rating = c.to_float(values["rating"], "rating", file, lines)
-    user = c.ids(values["user"], "user", file, lines)
-    item = c.ids(values["item"], "item", file, lines)
-    ucode = np.asarray(user.codes, dtype=np.int64)
-    key = c.time_keys(ucode, ts, session_gap, utc_offset_hours, file)
-    sessions = c.number_sessions(ucode, key, ts)
-    return c.frame(user, item, sessions, ts, rating >= threshold, lines)
+    return c.timed_frame(
+        values["user"], values["item"], ts, rating >= threshold, lines, file, session_gap, utc_offset_hours
+    )

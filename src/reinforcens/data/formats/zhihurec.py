@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
@@ -64,9 +63,6 @@ def read_zhihurec(
         c.require_rows(lines, file)
     shown = c.to_int(cols["impression"], "impression time", file, lines)
     click = c.to_int(cols["click"], "click time", file, lines)
-    user = c.ids(cols["user"], "user", file, lines)
-    item = c.ids(cols["answer"], "answer", file, lines)
-    ucode = np.asarray(user.codes, dtype=np.int64)
-    key = c.time_keys(ucode, shown, session_gap, utc_offset_hours, file)
-    session = c.number_sessions(ucode, key, shown)
-    return c.frame(user, item, session, shown, click != 0, lines)
+    return c.timed_frame(
+        cols["user"], cols["answer"], shown, click != 0, lines, file, session_gap, utc_offset_hours, "answer"
+    )
