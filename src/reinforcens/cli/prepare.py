@@ -10,6 +10,7 @@ from reinforcens.cli._common import parse_list_length, parse_options, seed
 from reinforcens.data.formats import _READERS, available_formats, read_log
 from reinforcens.data.prepared import PreparedDataset, _check_options, prepare_events, save_prepared
 from reinforcens.data.preprocess import preprocess
+from reinforcens.data.protocols import PROTOCOLS
 from reinforcens.errors import ConfigError
 
 
@@ -31,6 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="evaluation list length L (default 40); 'none' keeps sessions as they are",
     )
     p.add_argument("--seed", type=seed, default=0, help="seed of the list sampling (default 0)")
+    p.add_argument(
+        "--split",
+        default="session",
+        choices=list(PROTOCOLS),
+        help="how validation and test are held out: "
+        + "; ".join(f"{n}: {pr.summary}" for n, pr in PROTOCOLS.items())
+        + " (default session)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing prepared dataset")
     g = p.add_argument_group("table format columns")
     g.add_argument("--user-col", default=None)
@@ -67,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             )
     list_length = parse_list_length(args.list_length)
     source = Path(args.input)
-    data = _read_and_prepare(source, fmt, options, args.min_sessions, list_length, args.seed)
+    data = _read_and_prepare(source, fmt, options, args.min_sessions, list_length, args.seed, args.split)
     extra = {}
     truth = (source if source.is_dir() else source.parent) / "ground_truth.npz"
     if truth.is_file():
@@ -78,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
         f"dropped {rep['repeated_clicks_dropped']:,} repeated clicks; session filter "
         f"({args.min_sessions}) kept {rep['users_kept']:,}/{rep['users_in']:,} users and "
         f"{rep['items_kept']:,}/{rep['items_in']:,} items in {rep['filter_rounds']} round(s); "
-        f"{rep['users_with_fewer_than_3_click_sessions_dropped']:,} users with fewer than 3 "
-        "sessions with a click dropped"
+        f"the {args.split} split dropped {rep[PROTOCOLS[args.split].dropped_key]:,} users with fewer than "
+        f"{PROTOCOLS[args.split].requirement}"
     )
     s = data.stats()
     print(
@@ -92,13 +101,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _read_and_prepare(
-    source: Path, fmt: str, options: dict, min_sessions: int, list_length: int | None, seed: int
+    source: Path,
+    fmt: str,
+    options: dict,
+    min_sessions: int,
+    list_length: int | None,
+    seed: int,
+    split: str = "session",
 ) -> PreparedDataset:
     """Read, preprocess, then free the log before the split (halves the peak memory of a large log)."""
     _check_options(min_sessions, list_length)
     log = read_log(source, fmt, **options)
     print(f"read {len(log):,} rows: {log.n_users:,} users, {log.n_items:,} items from {source}")
     about = (log.source, log.n_users, log.n_items)
-    events = preprocess(log, min_sessions=min_sessions)
+    events = preprocess(log, min_sessions=min_sessions, keep_time=PROTOCOLS[split].needs_time)
     del log
-    return prepare_events(events, *about, min_sessions, list_length, seed)
+    return prepare_events(events, *about, min_sessions, list_length, seed, split)

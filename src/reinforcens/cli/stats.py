@@ -6,6 +6,7 @@ import argparse
 
 from reinforcens.cli._common import print_json
 from reinforcens.data.prepared import load_prepared
+from reinforcens.data.protocols import PROTOCOLS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,4 +36,13 @@ def run(args: argparse.Namespace) -> int:
     widths = [max(len(h), len(c)) for h, c in zip(head, cells, strict=True)]
     print("  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))
     print("  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)))
+    rep, split = data.meta["report"], data.meta["options"].get("split", "session")
+    protocol = PROTOCOLS.get(split)
+    if protocol is not None and protocol.dropped_key in rep and "users_kept" in rep:
+        before = rep["users_kept"]
+        print(
+            f"{split} split: kept {s['users']:,} of the {before:,} users left by the session filter "
+            f"({rep[protocol.dropped_key]:,} had fewer than {protocol.requirement}); the log had "
+            f"{rep.get('users_in', before):,}"
+        )
     return 0

@@ -46,7 +46,8 @@ from reinforcens.data.integrity import (
 from reinforcens.data.interactions import UserItems
 from reinforcens.data.log import ExposureLog
 from reinforcens.data.preprocess import Events, preprocess
-from reinforcens.data.split import EvalLists, split_sessions
+from reinforcens.data.protocols import get_protocol
+from reinforcens.data.split import EvalLists
 from reinforcens.errors import DataError
 
 #: 2: valid.npz/test.npz hold every click of the held-out sessions (click_indptr, click_indices), and
@@ -156,6 +157,7 @@ def prepare(
     min_sessions: int = 4,
     list_length: int | None = 40,
     seed: int = 0,
+    split: str = "session",
 ) -> PreparedDataset:
     """Preprocess, split and build evaluation lists in memory.
 
@@ -170,6 +172,9 @@ def prepare(
         are, for randomly exposed test sets.
     seed
         Seeds the list sampling (the lists are built once and stored).
+    split
+        The split protocol (:data:`reinforcens.data.protocols.PROTOCOLS`): ``"session"`` (the
+        paper's) or ``"leave-one-out"``.
 
     Raises
     ------
@@ -178,9 +183,9 @@ def prepare(
         dropped and which options would keep more.
     """
     _check_options(min_sessions, list_length)
-    events = preprocess(log, min_sessions=min_sessions)
+    events = preprocess(log, min_sessions=min_sessions, keep_time=get_protocol(split).needs_time)
     return prepare_events(
-        events, log.source, log.n_users, log.n_items, min_sessions, list_length, seed
+        events, log.source, log.n_users, log.n_items, min_sessions, list_length, seed, split
     )
 
 
@@ -199,6 +204,7 @@ def prepare_events(
     min_sessions: int,
     list_length: int | None,
     seed: int,
+    split: str = "session",
 ) -> PreparedDataset:
     """:func:`prepare` after :func:`~reinforcens.data.preprocess.preprocess`: split and build the lists.
 
@@ -213,41 +219,42 @@ def prepare_events(
             "try a smaller --min-sessions",
             source,
         )
-    split, events = split_sessions(events, list_length=list_length, seed=seed)
-    report = events.report | split.report
+    protocol = get_protocol(split)
+    held_out, events = protocol.split(events, list_length, seed)
+    report = events.report | held_out.report
     if events.n_users == 0:
         raise DataError(
-            f"no user is left: the split needs 3 sessions with a click per user, and "
-            f"{report['users_with_fewer_than_3_click_sessions_dropped']} of "
-            f"{report['users_kept']} users have fewer; try a smaller --min-sessions, or a reader "
-            "option that splits the log into more sessions (e.g. by time gap)",
+            f"no user is left: the {protocol.name} split needs {protocol.requirement} per user, and "
+            f"{report[protocol.dropped_key]} of {report['users_kept']} users have fewer; try a smaller "
+            "--min-sessions, another --split, or a reader option that splits the log into more "
+            "sessions (e.g. by time gap)",
             source,
         )
     stats = {
         "users": events.n_users,
         "items": events.n_items,
-        "train": split.train_clicks.nnz,
-        "valid": split.valid_clicks,
-        "test": split.test_clicks,
+        "train": held_out.train_clicks.nnz,
+        "valid": held_out.valid_clicks,
+        "test": held_out.test_clicks,
         "exposures": int((~events.clicked).sum()),
-        "train_exposure_pairs": split.train_exposures.nnz,
+        "train_exposure_pairs": held_out.train_exposures.nnz,
     }
     meta = {
         "format_version": FORMAT_VERSION,
         "source": source,
         "n_users": events.n_users,
         "n_items": events.n_items,
-        "options": {"min_sessions": min_sessions, "list_length": list_length, "seed": seed},
+        "options": {"min_sessions": min_sessions, "list_length": list_length, "seed": seed, "split": split},
         "stats": stats,
         "report": {k: int(v) for k, v in report.items()},
     }
     data = PreparedDataset(
         n_users=events.n_users,
         n_items=events.n_items,
-        train_clicks=split.train_clicks,
-        train_exposures=split.train_exposures,
-        valid=split.valid,
-        test=split.test,
+        train_clicks=held_out.train_clicks,
+        train_exposures=held_out.train_exposures,
+        valid=held_out.valid,
+        test=held_out.test,
         meta=meta,
         user_ids=events.user_ids,
         item_ids=events.item_ids,

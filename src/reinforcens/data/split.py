@@ -116,7 +116,8 @@ def split_sessions(events: Events, list_length: int | None, seed: int) -> tuple[
     report["exposures_of_clicked_items_dropped"] = int(
         np.unique(u[exp] * n_items + i[exp]).size - exp_keys.size
     )
-    valid = build_lists(u[is_valid], i[is_valid], c[is_valid], train_clicks, list_length, rng)
+    test_keys = u[is_test & c] * n_items + i[is_test & c]
+    valid = build_lists(u[is_valid], i[is_valid], c[is_valid], train_clicks, list_length, rng, test_keys)
     assert valid.clicks is not None
     before_test = UserItems.from_keys(np.union1d(train_clicks.keys(), valid.clicks.keys()), n_users, n_items)
     test = build_lists(u[is_test], i[is_test], c[is_test], before_test, list_length, rng)
@@ -136,9 +137,14 @@ def _drop_short_users(events: Events) -> Events:
     u, r, c = events.user, events.rank, events.clicked
     cs = np.unique(u[c] * (r.max(initial=0) + 1) + r[c])
     n_cs = np.bincount(cs // (r.max(initial=0) + 1), minlength=events.n_users)
-    keep_user = n_cs >= 3
     report = dict(events.report)
-    report["users_with_fewer_than_3_click_sessions_dropped"] = int((~keep_user).sum())
+    report["users_with_fewer_than_3_click_sessions_dropped"] = int((n_cs < 3).sum())
+    return keep_users(events, n_cs >= 3, report)
+
+
+def keep_users(events: Events, keep_user: np.ndarray, report: dict[str, int]) -> Events:
+    """The events of the users where ``keep_user`` is true, ids re-mapped to stay contiguous."""
+    u, c = events.user, events.clicked
     if keep_user.all():
         return Events(**{**events.__dict__, "report": report})
     rows = keep_user[u]
@@ -156,6 +162,7 @@ def _drop_short_users(events: Events) -> Events:
         user_ids=events.user_ids[kept_users],
         item_ids=events.item_ids[kept_items],
         report=report,
+        time=None if events.time is None else events.time[rows],
     )
 
 
@@ -174,11 +181,14 @@ def build_lists(
     train_clicks: UserItems,
     list_length: int | None,
     rng: np.random.Generator,
+    later_clicks: np.ndarray | None = None,
 ) -> EvalLists:
     """Build one split's evaluation lists from that split's session rows (vectorized over users).
 
     ``train_clicks`` are the clicks the user made before this split (for test: training and validation
-    clicks): they are neither negatives nor padding.
+    clicks): they are neither negatives nor padding. ``later_clicks`` (``user * n_items + item`` keys,
+    for validation: the test clicks) are never drawn as padding either: padding stands for items the
+    user did not want, and the user clicked those.
     """
     n_items = train_clicks.n_items
     held_out = UserItems.from_pairs(user[clicked], item[clicked], train_clicks.n_users, n_items)
@@ -223,7 +233,7 @@ def build_lists(
 
     if list_length is not None:
         need = list_length - counts
-        pad_items = _draw_padding(users, need, user, item, train_clicks, n_items, rng)
+        pad_items = _draw_padding(users, need, user, item, train_clicks, n_items, rng, later_clicks)
         pad_row = np.repeat(np.arange(n), need)
         pad_col = counts[pad_row] + _group_rank(pad_row)
         ok = pad_items >= 0
@@ -240,13 +250,16 @@ def _draw_padding(
     train_clicks: UserItems,
     n_items: int,
     rng: np.random.Generator,
+    later_clicks: np.ndarray | None = None,
     max_rounds: int = 64,
 ) -> np.ndarray:
-    """Uniform items without replacement, per user, outside training clicks and the session.
+    """Uniform items without replacement, per user, outside the clicks before, the session and the
+    ``later_clicks`` keys.
 
     Returns one item per needed slot in user order (``-1`` where the user has no allowed item left).
     """
-    forbidden = np.unique(np.concatenate([train_clicks.keys(), sess_user * n_items + sess_item]))
+    avoid = [] if later_clicks is None else [np.asarray(later_clicks, dtype=np.int64)]
+    forbidden = np.unique(np.concatenate([train_clicks.keys(), sess_user * n_items + sess_item, *avoid]))
     slot_user = np.repeat(users, need)
     result = np.full(slot_user.size, -1, dtype=np.int64)
     taken = np.zeros(0, dtype=np.int64)
