@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from reinforcens.data.interactions import UserItems, contains_keys
 from reinforcens.data.preprocess import Events
-from reinforcens.data.split import Split, build_lists, keep_users
+from reinforcens.data.split import Split, keep_users, split_by_masks
 
 
 def split_leave_one_out(events: Events, list_length: int | None, seed: int) -> tuple[Split, Events]:
@@ -42,7 +41,7 @@ def split_leave_one_out(events: Events, list_length: int | None, seed: int) -> t
     events = keep_users(events, n_clicks >= 3, report)
     assert events.time is not None
     u, i, r, c, t = events.user, events.item, events.rank, events.clicked, events.time
-    n_users, n_items = events.n_users, events.n_items
+    n_users = events.n_users
 
     # the last and the second-to-last click of each user, in time order
     clicks = np.flatnonzero(c)
@@ -50,41 +49,17 @@ def split_leave_one_out(events: Events, list_length: int | None, seed: int) -> t
     ou = u[order]
     last = np.flatnonzero(np.append(ou[1:] != ou[:-1], True))
     test_rows, valid_rows = order[last], order[last - 1]  # every user has three clicks or more
-    held = np.zeros(u.size, dtype=bool)
-    held[test_rows] = held[valid_rows] = True
+    test_click = np.zeros(u.size, dtype=bool)
+    valid_click = np.zeros(u.size, dtype=bool)
+    test_click[test_rows], valid_click[valid_rows] = True, True
     test_session = np.full(n_users, -1, dtype=np.int64)
     valid_session = np.full(n_users, -1, dtype=np.int64)
     test_session[u[test_rows]] = r[test_rows]
     valid_session[u[valid_rows]] = r[valid_rows]
 
-    train = c & ~held
-    train_clicks = UserItems.from_pairs(u[train], i[train], n_users, n_items)
     in_held_session = (r == test_session[u]) | (r == valid_session[u])
-    exp = ~c & ~in_held_session
-    exp_keys = np.unique(u[exp] * n_items + i[exp])
-    stale = contains_keys(train_clicks.keys(), exp_keys)
-    train_exposures = UserItems.from_keys(exp_keys[~stale], n_users, n_items)
-
-    def list_rows(held_rows: np.ndarray, session: np.ndarray) -> np.ndarray:
-        return np.sort(np.concatenate([held_rows, np.flatnonzero(~c & (r == session[u]))]))
-
-    vr, tr = list_rows(valid_rows, valid_session), list_rows(test_rows, test_session)
-    test_keys = u[test_rows] * n_items + i[test_rows]
-    valid = build_lists(u[vr], i[vr], c[vr], train_clicks, list_length, rng, test_keys)
-    assert valid.clicks is not None
-    before_test = UserItems.from_keys(np.union1d(train_clicks.keys(), valid.clicks.keys()), n_users, n_items)
-    test = build_lists(u[tr], i[tr], c[tr], before_test, list_length, rng)
-    split_report = {
-        "exposures_of_clicked_items_dropped": int(stale.sum()),
-        "held_out_session_exposures_kept_out_of_training": int((~c & in_held_session).sum()),
-    }
-    split = Split(
-        train_clicks=train_clicks,
-        train_exposures=train_exposures,
-        valid=valid,
-        test=test,
-        valid_clicks=int(valid_rows.size),
-        test_clicks=int(test_rows.size),
-        report=split_report,
-    )
-    return split, events
+    is_train = (c & ~test_click & ~valid_click) | (~c & ~in_held_session)
+    is_valid = valid_click | (~c & (r == valid_session[u]))
+    is_test = test_click | (~c & (r == test_session[u]))
+    report = {"held_out_session_exposures_kept_out_of_training": int((~c & in_held_session).sum())}
+    return split_by_masks(events, is_train, is_valid, is_test, list_length, rng, report), events

@@ -84,8 +84,8 @@ def split_sessions(events: Events, list_length: int | None, seed: int) -> tuple[
     """
     rng = np.random.default_rng(seed)
     events = _drop_short_users(events)
-    n_users, n_items = events.n_users, events.n_items
-    u, i, r, c = events.user, events.item, events.rank, events.clicked
+    n_users = events.n_users
+    u, r, c = events.user, events.rank, events.clicked
 
     # chronological ranks of each user's click sessions
     click_rank = np.full(u.size, -1, dtype=np.int64)
@@ -105,23 +105,38 @@ def split_sessions(events: Events, list_length: int | None, seed: int) -> tuple[
     is_valid = r == valid_rank[u]
     is_train = r < valid_rank[u]
     report = {"rows_after_validation_dropped": int((~(is_test | is_valid | is_train)).sum())}
+    return split_by_masks(events, is_train, is_valid, is_test, list_length, rng, report), events
 
+
+def split_by_masks(
+    events: Events,
+    is_train: np.ndarray,
+    is_valid: np.ndarray,
+    is_test: np.ndarray,
+    list_length: int | None,
+    rng: np.random.Generator,
+    report: dict[str, int],
+) -> Split:
+    """The split whose training, validation and test rows are given (a protocol decides which).
+
+    Training clicks and exposures come from the ``is_train`` rows (exposures of items the user clicked in
+    training dropped); the validation lists from the ``is_valid`` rows, then the test lists from the
+    ``is_test`` rows (see :func:`build_lists`). ``report`` gets the count of dropped exposures.
+    """
+    n_users, n_items = events.n_users, events.n_items
+    u, i, c = events.user, events.item, events.clicked
     train_clicks = UserItems.from_pairs(u[is_train & c], i[is_train & c], n_users, n_items)
     exp = is_train & ~c
-    exp_keys = np.unique(u[exp] * n_items + i[exp])
-    exp_keys = exp_keys[~contains_keys(train_clicks.keys(), exp_keys)]
-    train_exposures = UserItems.from_pairs(
-        exp_keys // n_items, exp_keys % n_items, n_users, n_items
-    )
-    report["exposures_of_clicked_items_dropped"] = int(
-        np.unique(u[exp] * n_items + i[exp]).size - exp_keys.size
-    )
+    all_keys = np.unique(u[exp] * n_items + i[exp])
+    exp_keys = all_keys[~contains_keys(train_clicks.keys(), all_keys)]
+    train_exposures = UserItems.from_keys(exp_keys, n_users, n_items)
+    report["exposures_of_clicked_items_dropped"] = int(all_keys.size - exp_keys.size)
     test_keys = u[is_test & c] * n_items + i[is_test & c]
     valid = build_lists(u[is_valid], i[is_valid], c[is_valid], train_clicks, list_length, rng, test_keys)
     assert valid.clicks is not None
     before_test = UserItems.from_keys(np.union1d(train_clicks.keys(), valid.clicks.keys()), n_users, n_items)
     test = build_lists(u[is_test], i[is_test], c[is_test], before_test, list_length, rng)
-    split = Split(
+    return Split(
         train_clicks=train_clicks,
         train_exposures=train_exposures,
         valid=valid,
@@ -130,7 +145,6 @@ def split_sessions(events: Events, list_length: int | None, seed: int) -> tuple[
         test_clicks=int((is_test & c).sum()),
         report=report,
     )
-    return split, events
 
 
 def _drop_short_users(events: Events) -> Events:
