@@ -87,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
         f"dropped {rep['repeated_clicks_dropped']:,} repeated clicks; session filter "
         f"({args.min_sessions}) kept {rep['users_kept']:,}/{rep['users_in']:,} users and "
         f"{rep['items_kept']:,}/{rep['items_in']:,} items in {rep['filter_rounds']} round(s); "
-        f"the {args.split} split dropped {rep[PROTOCOLS[args.split].dropped_key]:,} users with fewer than "
-        f"{PROTOCOLS[args.split].requirement}"
+        f"the {args.split} split dropped {rep[PROTOCOLS[args.split].dropped_key]:,} users with "
+        f"{PROTOCOLS[args.split].lacking}"
     )
     s = data.stats()
     print(

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         before = rep["users_kept"]
         print(
             f"{split} split: kept {s['users']:,} of the {before:,} users left by the session filter "
-            f"({rep[protocol.dropped_key]:,} had fewer than {protocol.requirement}); the log had "
+            f"({rep[protocol.dropped_key]:,} with {protocol.lacking} dropped); the log had "
             f"{rep.get('users_in', before):,}"
         )
     return 0

@@ -224,8 +224,8 @@ def prepare_events(
     report = events.report | held_out.report
     if events.n_users == 0:
         raise DataError(
-            f"no user is left: the {protocol.name} split needs {protocol.requirement} per user, and "
-            f"{report[protocol.dropped_key]} of {report['users_kept']} users have fewer; try a smaller "
+            f"no user is left: the {protocol.name} split drops users with {protocol.lacking}, and "
+            f"{report[protocol.dropped_key]} of {report['users_kept']} users are such; try a smaller "
             "--min-sessions, another --split, or a reader option that splits the log into more "
             "sessions (e.g. by time gap)",
             source,

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from reinforcens.data.leave_one_out import split_leave_one_out
 from reinforcens.data.preprocess import Events
 from reinforcens.data.split import Split, split_sessions
+from reinforcens.data.temporal import DROPPED_KEY as TEMPORAL_DROPPED_KEY
+from reinforcens.data.temporal import split_temporal
 from reinforcens.errors import ConfigError
 
 
@@ -23,8 +25,8 @@ class SplitProtocol:
         ``split(events, list_length, seed) -> (Split, kept events)``.
     needs_time
         Whether it orders events by their timestamps (``preprocess(keep_time=True)``).
-    requirement
-        What a user needs to be kept, for messages.
+    lacking
+        What a dropped user lacks, for messages ("users with ...").
     dropped_key
         The report key counting the users it dropped.
     summary
@@ -34,7 +36,7 @@ class SplitProtocol:
     name: str
     split: Callable[[Events, int | None, int], tuple[Split, Events]]
     needs_time: bool
-    requirement: str
+    lacking: str
     dropped_key: str
     summary: str
 
@@ -46,7 +48,7 @@ PROTOCOLS: dict[str, SplitProtocol] = {
             "session",
             lambda events, length, seed: split_sessions(events, list_length=length, seed=seed),
             needs_time=False,
-            requirement="3 sessions with a click",
+            lacking="fewer than 3 sessions with a click",
             dropped_key="users_with_fewer_than_3_click_sessions_dropped",
             summary="the paper's: the latest session with a click is test, the one before validation",
         ),
@@ -54,9 +56,27 @@ PROTOCOLS: dict[str, SplitProtocol] = {
             "leave-one-out",
             split_leave_one_out,
             needs_time=True,
-            requirement="3 clicks",
+            lacking="fewer than 3 clicks",
             dropped_key="users_with_fewer_than_3_clicks_dropped",
             summary="each user's last click is test, the one before validation",
+        ),
+        SplitProtocol(
+            "temporal",
+            lambda events, length, seed: split_temporal(events, length, seed, per_user=True),
+            needs_time=True,
+            lacking="no training click or no held-out click",
+            dropped_key=TEMPORAL_DROPPED_KEY,
+            summary="each user's first 80%% of rows by time are training, the next 10%% validation, the "
+            "last 10%% test",
+        ),
+        SplitProtocol(
+            "temporal-global",
+            lambda events, length, seed: split_temporal(events, length, seed, per_user=False),
+            needs_time=True,
+            lacking="no training click or no held-out click",
+            dropped_key=TEMPORAL_DROPPED_KEY,
+            summary="the whole log's first 80%% of rows by time are training, the next 10%% validation, "
+            "the last 10%% test",
         ),
     )
 }
