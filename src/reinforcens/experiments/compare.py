@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from reinforcens.errors import ConfigError
@@ -151,6 +152,7 @@ def collect_rows(
             row[col.format(k=k)] = float("nan") if value is None else float(value)
         for extra in ("best_epoch", "epochs", "seconds"):
             row[extra] = met.get(extra)
+        row["from_pretrained"] = s.pretrain is not None
         row["run_dir"] = s.run_dir
         rows.append(row)
     frame = pd.DataFrame(rows)
@@ -162,13 +164,23 @@ def collect_rows(
 def summarize(
     rows: pd.DataFrame, methods: Sequence[Method], reference: str | None, seeds: Sequence[int]
 ) -> dict[str, Any]:
-    """Per method: mean and std of every metric column, and p-values against the reference."""
+    """Per method: mean and std of every metric column, p-values against the reference, the best epoch
+    of each seed's own stage (``best_epochs``) and, for a method started from a pretrained BPR-GMF, in how
+    many seeds its stage never beat that start (``never_beat_start``: best epoch 0, so the seed reports
+    the pretrained model itself)."""
     metric_cols = [c for c in rows.columns if c.startswith(("test_", "valid_"))]
     out: dict[str, Any] = {"reference": reference, "seeds": list(seeds), "methods": {}}
     ref_rows = rows[rows["method"] == reference].set_index("seed") if reference else None
     for m in methods:
         mine = rows[rows["method"] == m.key].set_index("seed").sort_index()
         entry: dict[str, Any] = {"label": m.display, "sampler": m.sampler, "n": int(len(mine))}
+        best = [None if pd.isna(b) else int(b) for b in mine.get("best_epoch", pd.Series(dtype=float))]
+        pretrained = mine["from_pretrained"].astype(bool) if "from_pretrained" in mine else None
+        entry["best_epochs"] = best
+        entry["from_pretrained"] = bool(pretrained is not None and pretrained.any())
+        entry["never_beat_start"] = (
+            int(((mine["best_epoch"] == 0) & pretrained).sum()) if entry["from_pretrained"] else 0
+        )
         for col in metric_cols:
             entry[f"{col}_mean"], entry[f"{col}_std"] = mean_std(mine[col].to_numpy())
         for col, p_name in (("test_auc", "p_auc"), ("test_ndcg", "p_ndcg")):
@@ -189,15 +201,17 @@ def format_table(
     ref = summary["reference"]
     ref_label = summary["methods"][ref]["label"] if ref in summary["methods"] else ref
     has_truth = any("test_true_auc_mean" in e for e in summary["methods"].values())
-    headers = ["Method", *[h for h, _ in extra_cols], "AUC", "NDCG"]
+    headers = ["Method", *[h for h, _ in extra_cols], "best epoch", "AUC", "NDCG"]
     if ref:
         headers += [f"p (AUC) vs {ref_label}", f"p (NDCG) vs {ref_label}"]
     headers += [f"Recall@{k}", f"NDCG@{k}"]
     if has_truth:
         headers.append("true AUC")
     body = []
+    stuck = {key: e for key, e in summary["methods"].items() if e.get("never_beat_start")}
     for key, e in summary["methods"].items():
-        row = [e["label"], *[fn(key, e) for _, fn in extra_cols]]
+        label = e["label"] + (" †" if key in stuck else "")
+        row = [label, *[fn(key, e) for _, fn in extra_cols], _epochs_text(e)]
         row += [fmt(e, "test_auc"), fmt(e, "test_ndcg")]
         if ref:
             row += ["-" if key == ref else report.fmt_p(e["p_auc"])]
@@ -222,7 +236,26 @@ def format_table(
             f"p: two-sided paired t-test (scipy.stats.ttest_rel) over seeds against {ref_label}; "
             "n/a when undefined (fewer than 2 seeds, or identical values)."
         )
+    lines.append(
+        "best epoch: median (min-max over seeds) of the epoch of each run's own stage whose validation AUC "
+        "was best; 0 is the pretrained start of a learned sampler."
+    )
+    for e in stuck.values():
+        lines.append(
+            f"† {e['label']}: in {e['never_beat_start']} of {e['n']} seed(s) the learned stage never beat "
+            "its pretrained BPR-GMF start on validation AUC, so those seeds report the pretrained model "
+            "itself (equal to the BPR-GMF run of the same seed where that run is the start)."
+        )
     return "\n".join(lines) + "\n"
+
+
+def _epochs_text(entry: dict[str, Any]) -> str:
+    epochs = [b for b in entry.get("best_epochs") or [] if b is not None]
+    if not epochs or entry.get("sampler") == ITEMPOP:
+        return "-"
+    med = float(np.median(epochs))
+    mid = f"{med:.0f}" if med == int(med) else f"{med:.1f}"
+    return mid if min(epochs) == max(epochs) else f"{mid} ({min(epochs)}-{max(epochs)})"
 
 
 def fmt(entry: dict[str, Any], col: str) -> str:
