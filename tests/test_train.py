@@ -157,3 +157,22 @@ def test_resume_when_no_epoch_beat_the_pretrained_state(tiny_prepared, tmp_path,
     monkeypatch.setattr(Trainer, "train_epoch", original)
     metrics = Trainer(tiny_prepared, cfg, tmp_path / "r", progress=False, resume=True).fit()
     assert metrics["best_epoch"] == 0 and metrics["epochs"] == 3
+
+
+def test_init_std_sets_the_initial_scale_of_the_tables(tiny_prepared, tmp_path, capsys):
+    from reinforcens.cli import main
+    from reinforcens.models.gmf import GMF
+
+    n_users, n_items = 400, 3000
+    normal = GMF(n_users, n_items, 16, init_std=0.02, generator=torch.Generator().manual_seed(0))
+    xavier = GMF(n_users, n_items, 16, init_std="xavier", generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(1)
+    oracle = torch.nn.init.xavier_normal_(torch.empty(n_items, 16), generator=gen)  # torch's own xavier
+    assert float(normal.item.weight.detach().std()) == pytest.approx(0.02, rel=0.03)
+    assert float(xavier.item.weight.detach().std()) == pytest.approx(float(oracle.std()), rel=0.03)
+    assert float(xavier.user.weight.detach().std()) == pytest.approx((2 / (n_users + 16)) ** 0.5, rel=0.05)
+    argv = ["train", "--data", str(tiny_prepared.path), "--sampler", "uniform", "--epochs", "1", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "x"), "--init-std", "xavier"]) == 0
+    assert json.loads((tmp_path / "x" / "config.json").read_text())["init_std"] == "xavier"
+    assert main([*argv, "--out", str(tmp_path / "y"), "--init-std", "0"]) == 2
+    assert "config key 'init_std': Input should be greater than 0" in capsys.readouterr().err

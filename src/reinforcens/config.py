@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -28,6 +28,11 @@ class TrainConfig(StrictModel):
         default_factory=dict, description="the sampler's own options (validated by the sampler)"
     )
     dim: int = Field(32, ge=1, description="embedding size K")
+    init_std: Annotated[float, Field(gt=0)] | Literal["xavier"] = Field(
+        0.1,
+        description="initialisation of the embedding tables: the std of a normal, or 'xavier' for "
+        "sqrt(2 / (rows + dim)) per table (RecBole's xavier_normal_)",
+    )
     batch_size: int = Field(1024, ge=1, description="positives per minibatch")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate of the recommender")
     l2: float = Field(1e-5, ge=0, description="L2 weight on the embedding rows of each batch")
@@ -86,7 +91,9 @@ class TrainConfig(StrictModel):
             cfg = cls(**values)
         except ValidationError as exc:
             err = exc.errors()[0]
-            key = ".".join(str(x) for x in err["loc"]) or "?"
+            # a union's member tag (``init_std.constrained-float``) is not part of the key
+            key = ".".join(str(x) for x in err["loc"] if str(x) in cls.model_fields or str(x).isdigit())
+            key = key or ".".join(str(x) for x in err["loc"]) or "?"
             raise ConfigError(f"config key {key!r}: {err['msg']}") from None
         from reinforcens.samplers import sampler_config
 

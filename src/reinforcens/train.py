@@ -167,7 +167,8 @@ class Trainer:
     def _new_model(self, gen: torch.Generator) -> GMF:
         seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
         cpu = torch.Generator().manual_seed(seed)
-        return GMF(self.data.n_users, self.data.n_items, self.config.dim, generator=cpu).to(
+        cfg = self.config
+        return GMF(self.data.n_users, self.data.n_items, cfg.dim, cfg.init_std, generator=cpu).to(
             self.device
         )
 
@@ -509,7 +510,7 @@ class Trainer:
         t_start = time.perf_counter()
         gens = _generators(cfg.seed, self.device, 3)
         model = self._new_model(gens[0])
-        ctx = SamplerContext(dim=cfg.dim, lr=cfg.lr, l2=cfg.l2)
+        ctx = SamplerContext(dim=cfg.dim, lr=cfg.lr, l2=cfg.l2, init_std=cfg.init_std)
         sampler = make_sampler(cfg.sampler, self.train_data, gens[2], cfg.sampler_options, ctx)
         floor = None
         pre_epochs = 0

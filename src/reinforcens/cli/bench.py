@@ -267,7 +267,7 @@ def _our_method(trainer, name: str, seed: int) -> _OurMethod:
     cfg = trainer.config
     gens = _generators(seed, trainer.device, 3)
     model = trainer._new_model(gens[0])
-    ctx = SamplerContext(dim=cfg.dim, lr=cfg.lr, l2=cfg.l2)
+    ctx = SamplerContext(dim=cfg.dim, lr=cfg.lr, l2=cfg.l2, init_std=cfg.init_std)
     sampler = make_sampler(sampler_name, trainer.train_data, gens[2], options, ctx)
     opt = GMFOptimizer(model, cfg.lr, backend=trainer.backend)
     return _OurMethod(trainer, model, opt, sampler, gens[1])

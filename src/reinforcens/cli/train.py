@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import typing
+from collections.abc import Callable
 from typing import Any
 
 from reinforcens.cli._common import fmt, parse_options, print_json, seed
@@ -12,8 +13,19 @@ from reinforcens.data.prepared import load_prepared
 from reinforcens.errors import ConfigError
 from reinforcens.samplers import SAMPLERS, canonical_name
 
+
+def init_std(text: str) -> float | str:
+    """``--init-std``: a standard deviation, or ``xavier``."""
+    if text.strip().lower() == "xavier":
+        return "xavier"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'xavier', got {text!r}") from None
+
+
 #: training options shared by ``train``, ``compare``, ``sweep``...: (flag, config key, type)
-TRAIN_FLAGS: tuple[tuple[str, str, type], ...] = (
+TRAIN_FLAGS: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("--epochs", "epochs", int),
     ("--pretrain-epochs", "pretrain_epochs", int),
     ("--patience", "patience", int),
@@ -23,6 +35,7 @@ TRAIN_FLAGS: tuple[tuple[str, str, type], ...] = (
     ("--lr", "lr", float),
     ("--l2", "l2", float),
     ("--dim", "dim", int),
+    ("--init-std", "init_std", init_std),
     ("--negatives-per-positive", "negatives_per_positive", int),
     ("--pretrain-negatives", "pretrain_negatives", int),
     ("--init", "init", str),

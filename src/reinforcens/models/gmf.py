@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
@@ -20,8 +22,10 @@ class GMF(nn.Module):
     dim
         Embedding size ``K`` (32 in the paper).
     init_std
-        Standard deviation of the normal initialisation of both tables; ``h`` starts at ones, so an
-        untrained GMF is a plain dot-product MF.
+        Standard deviation of the normal initialisation of both tables, or ``"xavier"`` for Glorot's
+        normal scale ``sqrt(2 / (rows + dim))`` of each table (PyTorch's ``xavier_normal_``, which
+        RecBole uses for its embeddings); ``h`` starts at ones, so an untrained GMF is a plain
+        dot-product MF.
     generator
         Seeds the initialisation.
     """
@@ -31,7 +35,7 @@ class GMF(nn.Module):
         n_users: int,
         n_items: int,
         dim: int = 32,
-        init_std: float = 0.1,
+        init_std: float | str = 0.1,
         generator: torch.Generator | None = None,
     ):
         super().__init__()
@@ -40,8 +44,10 @@ class GMF(nn.Module):
         self.item = nn.Embedding(n_items, dim, sparse=True)
         self.h = nn.Parameter(torch.ones(dim))
         with torch.no_grad():
-            self.user.weight.normal_(0.0, init_std, generator=generator)
-            self.item.weight.normal_(0.0, init_std, generator=generator)
+            for table in (self.user, self.item):
+                rows = table.weight.shape[0]
+                std = math.sqrt(2.0 / (rows + dim)) if init_std == "xavier" else float(init_std)
+                table.weight.normal_(0.0, std, generator=generator)
 
     def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Interaction features ``p_u * q_i``; ``items`` may have an extra trailing dimension."""

@@ -56,7 +56,9 @@ class RNSSampler(NegativeSampler):
     def __init__(self, config: RNSConfig, data, generator, context=None):
         super().__init__(config, data, generator, context)
         ctx = self.context
-        self.model = GMF(data.n_users, data.n_items, dim=ctx.dim, generator=_cpu_gen(generator))
+        self.model = GMF(
+            data.n_users, data.n_items, dim=ctx.dim, init_std=ctx.init_std, generator=_cpu_gen(generator)
+        )
         self.model.to(data.device)
         self.lr = config.sampler_lr or ctx.lr
         self.l2 = ctx.l2 if config.sampler_l2 is None else config.sampler_l2

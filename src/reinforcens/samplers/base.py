@@ -51,11 +51,13 @@ class Negatives:
 
 @dataclass(frozen=True)
 class SamplerContext:
-    """The recommender's settings a learned sampler copies (embedding size, learning rate, L2)."""
+    """The recommender's settings a learned sampler copies (embedding size, learning rate, L2, and the
+    initialisation of its tables when it does not start from a pretrained model)."""
 
     dim: int = 32
     lr: float = 1e-3
     l2: float = 1e-5
+    init_std: float | str = 0.1
 
 
 class NegativeSampler:
