@@ -38,3 +38,12 @@ class DataError(ReinforcensError):
 
 class ConfigError(ReinforcensError):
     """An invalid configuration value or an unknown configuration key."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived while an experiment ran (:func:`reinforcens.experiments.runner.run_specs`).
+
+    It is an interrupt like Ctrl-C's :class:`KeyboardInterrupt` (which it subclasses, so code that
+    cleans up after an interrupt does so after it too): the workers are stopped, the finished runs stay
+    cached and an interrupted run resumes at its last epoch next time. The command line exits with 143.
+    """

@@ -18,8 +18,7 @@ from collections.abc import Sequence
 
 from reinforcens import __version__
 from reinforcens.cli._common import positive_int
-from reinforcens.errors import ReinforcensError
-from reinforcens.experiments.runner import Terminated
+from reinforcens.errors import ReinforcensError, Terminated
 
 COMMANDS = (
     "simulate",

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="session",
         choices=list(PROTOCOLS),
         help="how validation and test are held out: "
-        + "; ".join(f"{n}: {pr.summary}" for n, pr in PROTOCOLS.items())
+        + "; ".join(f"{n}: {pr.summary}" for n, pr in PROTOCOLS.items()).replace("%", "%%")
         + " (default session)",
     )
     p.add_argument("--force", action="store_true", help="replace an existing prepared dataset")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from reinforcens.data.leave_one_out import split_leave_one_out
 from reinforcens.data.preprocess import Events
@@ -41,6 +42,10 @@ class SplitProtocol:
     summary: str
 
 
+def _temporal(events: Events, length: int | None, seed: int, per_user: bool) -> tuple[Split, Events]:
+    return split_temporal(events, length, seed, per_user=per_user)
+
+
 PROTOCOLS: dict[str, SplitProtocol] = {
     p.name: p
     for p in (
@@ -60,23 +65,20 @@ PROTOCOLS: dict[str, SplitProtocol] = {
             dropped_key="users_with_fewer_than_3_clicks_dropped",
             summary="each user's last click is test, the one before validation",
         ),
-        SplitProtocol(
-            "temporal",
-            lambda events, length, seed: split_temporal(events, length, seed, per_user=True),
-            needs_time=True,
-            lacking="no training click or no held-out click",
-            dropped_key=TEMPORAL_DROPPED_KEY,
-            summary="each user's first 80%% of rows by time are training, the next 10%% validation, the "
-            "last 10%% test",
-        ),
-        SplitProtocol(
-            "temporal-global",
-            lambda events, length, seed: split_temporal(events, length, seed, per_user=False),
-            needs_time=True,
-            lacking="no training click or no held-out click",
-            dropped_key=TEMPORAL_DROPPED_KEY,
-            summary="the whole log's first 80%% of rows by time are training, the next 10%% validation, "
-            "the last 10%% test",
+        *(
+            SplitProtocol(
+                name,
+                partial(_temporal, per_user=per_user),
+                needs_time=True,
+                lacking="no training click or no held-out click",
+                dropped_key=TEMPORAL_DROPPED_KEY,
+                summary=f"{rows} first 80% of rows by time are training, the next 10% validation, the last "
+                "10% test",
+            )
+            for name, per_user, rows in (
+                ("temporal", True, "each user's"),
+                ("temporal-global", False, "the whole log's"),
+            )
         ),
     )
 }

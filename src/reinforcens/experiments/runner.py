@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from reinforcens import rundir
 from reinforcens.atomic import atomic_write_json
-from reinforcens.errors import ConfigError
+from reinforcens.errors import ConfigError, Terminated
 from reinforcens.lock import DirectoryLock
 
 if TYPE_CHECKING:
@@ -482,15 +482,6 @@ def _terminate_workers(pool: ProcessPoolExecutor) -> None:
         if proc.is_alive():
             proc.terminate()
     pool.shutdown(wait=True, cancel_futures=True)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived while :func:`run_specs` ran.
-
-    It is an interrupt like Ctrl-C's :class:`KeyboardInterrupt` (which it subclasses, so code that
-    cleans up after an interrupt does so after it too): the workers are stopped, the finished runs stay
-    cached and an interrupted run resumes at its last epoch next time. The command line exits with 143.
-    """
 
 
 @contextmanager
