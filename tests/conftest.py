@@ -32,6 +32,23 @@ def random_frame(
     return pd.DataFrame(rows, columns=["user", "item", "session", "timestamp", "clicked"])
 
 
+def chance_threshold(data, draws: int = 400) -> float:
+    """0.5 + 2 standard errors of the mean list AUC of random scores, estimated by brute force: the
+    AUC of ``draws`` random score draws on the validation lists, computed pair by pair in plain Python."""
+    rng = np.random.default_rng(0)
+    labels, mask = data.valid.labels, data.valid.mask
+    means = []
+    for _ in range(draws):
+        scores = rng.random(labels.shape)
+        aucs = []
+        for y, m, s in zip(labels, mask, scores, strict=True):
+            pos, neg = s[m & y], s[m & ~y]
+            if pos.size and neg.size:
+                aucs.append(sum(float(p > n) for p in pos for n in neg) / (pos.size * neg.size))
+        means.append(sum(aucs) / len(aucs))
+    return 0.5 + 2 * float(np.std(means))
+
+
 @pytest.fixture(scope="session")
 def tiny_sim(tmp_path_factory):
     """The ``tiny`` simulator preset written to disk: its directory."""

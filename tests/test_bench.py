@@ -192,7 +192,14 @@ def test_learned_sampler_update_equals_autograd(name):
     ref.update(users, pos, Negatives(neg.items, log_probs, {"candidates": cands}), rec, scores)
     for a, b in zip(fast.model.parameters(), ref.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(fast._sums, ref._sums)
+    torch.testing.assert_close(fast._sums[:6], ref._sums[:6])
+    # the policy's entropy, summed over the batch (scipy's entropy of each row's softmax); the
+    # autograd caller gave no distribution, so it adds none
+    from scipy.stats import entropy
+
+    probs = torch.softmax(logits.detach().double(), 1).numpy()
+    assert float(fast._sums[6]) == pytest.approx(entropy(probs, axis=1).sum(), rel=1e-5)
+    assert float(ref._sums[6]) == 0.0
 
 
 # ------------------------------------------------------------------------------------------------

@@ -3,10 +3,10 @@ BPR-GMF to the last digit) and shows each method's best epochs."""
 
 from __future__ import annotations
 
-from conftest import random_frame
+from conftest import chance_threshold, random_frame
 
 from reinforcens.data.log import ExposureLog
-from reinforcens.data.prepared import prepare, save_prepared
+from reinforcens.data.prepared import load_prepared, prepare, save_prepared
 from reinforcens.experiments.compare import compare
 
 VALUES = {"epochs": 2, "pretrain_epochs": 3, "batch_size": 1024}
@@ -28,6 +28,28 @@ def test_a_learned_method_that_never_beat_its_start_is_marked(tmp_path):
     assert entry["never_beat_start"] == 2 and entry["best_epochs"] == [0, 0]
     assert res.summary["methods"]["uniform"]["never_beat_start"] == 0
     labels = [line.split("|")[1].strip() for line in res.table.splitlines()[2:4]]
-    assert labels == ["BPR-GMF", "RNS †"]
+    assert labels[0].split()[0] == "BPR-GMF" and "†" not in labels[0]
+    assert labels[1].startswith("RNS †")
     assert "† RNS: in 2 of 2 seed(s) the learned stage never beat its pretrained BPR-GMF start" in res.table
     assert "best epoch" in res.table.splitlines()[0]
+
+
+def test_a_seed_at_chance_level_and_a_run_ended_by_the_epoch_cap_are_marked(tmp_path):
+    log = ExposureLog.from_frame(random_frame(2, n_users=60, n_items=80, max_sessions=8))
+    prep = save_prepared(prepare(log, min_sessions=2, list_length=10, seed=0), tmp_path / "prep")
+    # a recommender with learning rate 1e-12 keeps its random start: its validation AUC is chance's
+    frozen = {"lr": 1e-12, "epochs": 3, "init": "scratch", "batch_size": 1024}
+    res = compare(prep, "uniform", 4, tmp_path / "cmp", reference=None, base=frozen, jobs=1,
+                  progress=False)  # fmt: skip
+    threshold = chance_threshold(load_prepared(prep), draws=200)  # brute force, not the code under test
+    expected = int((res.rows["valid_auc"] < threshold).sum())
+    entry = res.summary["methods"]["uniform"]
+    assert entry["at_chance"] == expected >= 3
+    assert ("‡ BPR-GMF: " + f"{expected} of 4 seed(s) ended at chance level") in res.table
+    # a learning method with a cap of 3 epochs still improves at its last epoch
+    learning = {"epochs": 3, "init": "scratch", "lr": 0.05, "batch_size": 64}
+    res = compare(prep, "uniform", 2, tmp_path / "cmp2", reference=None, base=learning, jobs=1,
+                  progress=False)  # fmt: skip
+    capped = int((res.rows["best_epoch"] == res.rows["epochs"]).sum())
+    assert res.summary["methods"]["uniform"]["at_cap"] == capped > 0
+    assert f"§ BPR-GMF: {capped} of 2 seed(s) were still improving when the epoch cap" in res.table

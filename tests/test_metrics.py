@@ -443,3 +443,26 @@ def test_compiled_list_metrics_equal_the_numpy_ones(data):
     np.testing.assert_allclose(auc_c, auc_n, atol=1e-12)
     np.testing.assert_allclose(ndcg_c, ndcg_n, atol=1e-12)
     assert np.array_equal(np.isnan(auc_c), np.isnan(auc_n))
+
+
+def test_chance_auc_se_matches_the_spread_of_random_rankings():
+    """The null standard error against the spread of the mean list AUC of random scores (each list's
+    AUC by scikit-learn), over lists of mixed sizes with masked slots."""
+    from sklearn.metrics import roc_auc_score
+
+    from reinforcens.metrics import chance_auc_se
+
+    rng = np.random.default_rng(3)
+    n, length = 60, 12
+    mask = rng.random((n, length)) < 0.8
+    labels = (rng.random((n, length)) < 0.3) & mask
+    labels[0] = False  # a list without a click and one without a non-click do not count
+    labels[1] = mask[1]
+    means = []
+    for _ in range(2000):
+        scores = rng.random((n, length))
+        aucs = [roc_auc_score(y[m], s[m]) for y, m, s in zip(labels, mask, scores, strict=True)
+                if 0 < y[m].sum() < m.sum()]  # fmt: skip
+        means.append(np.mean(aucs))
+    assert chance_auc_se(labels, mask) == pytest.approx(np.std(means), rel=0.06)
+    assert np.isnan(chance_auc_se(np.zeros((2, 3), bool)))

@@ -75,7 +75,7 @@ def check_resume_equals_uninterrupted(data, cfg, tmp_path, monkeypatch, when):
 # ----------------------------------------------------------------------------- interruption
 def test_resume_after_the_final_checkpoint_keeps_epochs_and_negatives(tiny_prepared, tmp_path, monkeypatch):
     # the stage stops early (patience 1) long before epoch 60; the kill comes after its last save
-    cfg = TrainConfig.build(sampler="uniform", epochs=60, patience=1, **FAST)
+    cfg = TrainConfig.build(sampler="uniform", epochs=60, patience=1, min_steps=0, **FAST)
     full = check_resume_equals_uninterrupted(
         tiny_prepared, cfg, tmp_path, monkeypatch, lambda d, e, stopped: stopped
     )

@@ -38,6 +38,13 @@ class TrainConfig(StrictModel):
     l2: float = Field(1e-5, ge=0, description="L2 weight on the embedding rows of each batch")
     epochs: int = Field(400, ge=0, description="maximum epochs of the main stage")
     patience: int = Field(10, ge=1, description="evaluations without improvement before stopping")
+    min_steps: int = Field(
+        1000,
+        ge=0,
+        description="optimizer steps a stage takes before patience and the below-pretrained rule may "
+        "stop it (within the epoch cap): a log of a few batches per epoch is not stopped by the "
+        "noise of its first steps",
+    )
     eval_every: int = Field(1, ge=1, description="evaluate validation every k epochs")
     negatives_per_positive: int = Field(
         1,
@@ -62,8 +69,8 @@ class TrainConfig(StrictModel):
     below_pretrained_stop: int = Field(
         10,
         ge=0,
-        description="stop if after this many epochs validation AUC is still below the "
-        "pretrained model's (0: never)",
+        description="stop if after this many epochs (and min_steps steps) validation AUC is still "
+        "below the pretrained model's (0: never)",
     )
     record_negatives: int = Field(
         1000, ge=0, description="negatives kept per epoch for analysis (negatives.npz)"

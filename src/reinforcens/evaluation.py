@@ -135,11 +135,14 @@ def evaluate(
     full_k: int | None = 20,
     ground_truth: bool = True,
 ) -> dict[str, dict[str, float]]:
-    """All metrics of ``scorer`` for each split: ``{split: {"auc", "ndcg", "users", ...}}``."""
+    """All metrics of ``scorer`` for each split: ``{split: {"auc", "ndcg", "users", ...}}``;
+    ``auc_chance_se`` is the standard error of the AUC a random ranking gets on the split's lists
+    (:func:`reinforcens.metrics.chance_auc_se`)."""
     out: dict[str, dict[str, float]] = {}
     for split in splits:
         lists = data.valid if split == "valid" else data.test
         res = dict(evaluate_lists(scorer, lists))
+        res["auc_chance_se"] = metrics.chance_auc_se(lists.labels, lists.mask)
         if full_k:
             res.update(evaluate_full_ranking(scorer, data, split, k=full_k))
         out[split] = res

@@ -30,6 +30,7 @@ import scipy.sparse as sp
 from reinforcens.errors import ConfigError, DataError
 
 __all__ = [
+    "chance_auc_se",
     "expected_auc",
     "full_ranking_metrics",
     "full_ranking_per_user",
@@ -322,6 +323,42 @@ def list_metrics(scores: Any, labels: Any, mask: Any | None = None) -> dict[str,
         "ndcg": mean_valid(ndcg),
         "users": int(np.count_nonzero(~np.isnan(auc))),
     }
+
+
+def chance_auc_se(labels: Any, mask: Any | None = None) -> float:
+    r"""Standard error of the mean list AUC of a scorer that ranks each list at random.
+
+    For a list with :math:`n_1` clicked and :math:`n_0` unclicked valid items and scores drawn
+    independently of the labels, the list AUC is the Mann-Whitney statistic :math:`U / (n_1 n_0)`,
+    whose null mean is 1/2 and null variance (no ties) is
+
+    .. math:: \sigma^2 = \frac{n_1 + n_0 + 1}{12\, n_1 n_0}.
+
+    Lists are independent, so the mean over the :math:`n` users that :func:`list_metrics` averages
+    has standard error :math:`\sqrt{\sum_u \sigma_u^2} / n`. A validation AUC within a few of these
+    of 0.5 is what a model that learned nothing scores.
+
+    Parameters
+    ----------
+    labels, mask
+        As for :func:`list_metrics`.
+
+    Returns
+    -------
+    float
+        The standard error; NaN when no user has a clicked and an unclicked item.
+    """
+    y = _as_bool(labels, "labels")
+    m = np.ones(y.shape, dtype=bool) if mask is None else _as_bool(mask, "mask")
+    if y.ndim != 2 or m.shape != y.shape:
+        raise DataError(f"labels and mask must be 2-D of one shape, got {y.shape} and {m.shape}")
+    n1 = np.count_nonzero(y & m, axis=1).astype(np.float64)
+    n0 = np.count_nonzero(~y & m, axis=1).astype(np.float64)
+    ok = (n1 > 0) & (n0 > 0)
+    if not ok.any():
+        return float("nan")
+    var = (n1[ok] + n0[ok] + 1) / (12 * n1[ok] * n0[ok])
+    return float(np.sqrt(var.sum()) / ok.sum())
 
 
 def mean_valid(values: Any) -> float:

@@ -6,7 +6,9 @@
   initialises R and, for learned samplers, S (``pretrain/``);
 - the main stage: per minibatch, S samples one negative per positive, R takes a BPR step, then S takes
   its own update; validation AUC/NDCG every ``eval_every`` epochs; the best state is kept and training
-  stops after ``patience`` evaluations without improvement;
+  stops after ``patience`` evaluations without improvement, but never before the stage has taken
+  ``min_steps`` optimizer steps (so the same rule holds for a log of one batch per epoch and one of
+  thousands);
 - test evaluation of the best state (list AUC/NDCG, full-ranking Recall/NDCG@k and, on simulated data,
   the ground-truth AUC), written to ``metrics.json``.
 
@@ -109,6 +111,7 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.backend = resolve_backend(config.backend, self.device)
         self.train_data = TrainingData.from_prepared(data, self.device, self.backend)
+        self._popular: torch.Tensor | None = None  # the most clicked tenth of items (a trace)
 
     # ------------------------------------------------------------------ set-up
     def run_info(self) -> dict[str, Any]:
@@ -205,8 +208,25 @@ class Trainer:
                 record.append(torch.stack([users[:take], neg.items[:take]]).cpu())
                 kept += take
         stats = {"loss": float(total) / max(self.train_data.n_positives * repeat, 1)}
+        if record:
+            stats.update(self._negative_shares(torch.cat(record, dim=1)))
         stats.update(sampler.epoch_end())
         return stats
+
+    def _negative_shares(self, pairs: torch.Tensor) -> dict[str, float]:
+        """What the epoch's recorded negatives were (``pairs``: users over items, 2 x n): the share
+        exposed to their user without a click, and the share among the most clicked tenth of items
+        (ties at the cut included), the share uniform sampling gives being about 0.1."""
+        if self._popular is None:
+            counts = self.train_data.item_clicks.cpu().numpy()
+            cut = np.quantile(counts, 0.9) if counts.size else 0
+            self._popular = torch.from_numpy(counts >= max(cut, 1))
+        users, items = pairs[0].to(self.device), pairs[1].to(self.device)
+        exposed = self.train_data.is_exposed(users, items)
+        return {
+            "neg_exposed_share": float(exposed.double().mean()),
+            "neg_popular_share": float(self._popular[pairs[1]].double().mean()),
+        }
 
     @staticmethod
     def _bpr_step(
@@ -291,6 +311,8 @@ class Trainer:
             if stage_dir is not None:  # so a resumed run that never beats it still has a best state
                 save_checkpoint(stage_dir / rundir.BEST, best_state)
 
+        # the stop rules wait for min_steps optimizer steps (an epoch's steps are fixed for a stage)
+        steps_per_epoch = math.ceil(self.train_data.n_positives * repeat / cfg.batch_size)
         epoch = last_epoch
         for epoch in range(start_epoch, max_epochs + 1):
             t0 = time.perf_counter()
@@ -320,11 +342,14 @@ class Trainer:
             seconds += time.perf_counter() - t0
             row["seconds"] = time.perf_counter() - t0
             history.append(row)
-            stop = bad >= patience or (
-                floor is not None
-                and cfg.below_pretrained_stop
-                and epoch >= cfg.below_pretrained_stop
-                and best_epoch == 0
+            stop = epoch * steps_per_epoch >= cfg.min_steps and (
+                bad >= patience
+                or (
+                    floor is not None
+                    and cfg.below_pretrained_stop
+                    and epoch >= cfg.below_pretrained_stop
+                    and best_epoch == 0
+                )
             )
             if stage_dir is not None:
                 self._save_epoch(

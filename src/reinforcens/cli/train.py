@@ -30,6 +30,8 @@ TRAIN_FLAGS: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("--pretrain-epochs", "pretrain_epochs", int),
     ("--patience", "patience", int),
     ("--pretrain-patience", "pretrain_patience", int),
+    ("--min-steps", "min_steps", int),
+    ("--below-pretrained-stop", "below_pretrained_stop", int),
     ("--eval-every", "eval_every", int),
     ("--batch-size", "batch_size", int),
     ("--lr", "lr", float),

@@ -21,7 +21,7 @@ compare trains new runs beside the old ones. One process at a time writes the di
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,7 +111,13 @@ METRIC_COLUMNS = {
     "test_true_auc": "test.true_auc",
     "valid_auc": "valid.auc",
     "valid_ndcg": "valid.ndcg",
+    "valid_auc_chance_se": "valid.auc_chance_se",
 }
+
+#: a run whose best validation AUC is below 0.5 + CHANCE_Z standard errors of a random ranking's
+#: (:func:`reinforcens.metrics.chance_auc_se`) is not distinguishable from chance on the validation
+#: lists (one-sided, about 2% of random rankings exceed it)
+CHANCE_Z = 2.0
 
 
 @dataclass
@@ -168,7 +174,9 @@ def summarize(
     of each seed's own stage (``best_epochs``) and, for a method started from a pretrained BPR-GMF, in how
     many seeds its stage never beat that start (``never_beat_start``: best epoch 0, so the seed reports
     the pretrained model itself)."""
-    metric_cols = [c for c in rows.columns if c.startswith(("test_", "valid_"))]
+    metric_cols = [
+        c for c in rows.columns if c.startswith(("test_", "valid_")) and not c.endswith("chance_se")
+    ]
     out: dict[str, Any] = {"reference": reference, "seeds": list(seeds), "methods": {}}
     ref_rows = rows[rows["method"] == reference].set_index("seed") if reference else None
     for m in methods:
@@ -181,6 +189,13 @@ def summarize(
         entry["never_beat_start"] = (
             int(((mine["best_epoch"] == 0) & pretrained).sum()) if entry["from_pretrained"] else 0
         )
+        trained = m.sampler != ITEMPOP
+        entry["at_chance"] = _count(trained, mine, lambda f: f["valid_auc"]
+                                    < 0.5 + CHANCE_Z * f["valid_auc_chance_se"])  # fmt: skip
+        # the last epoch was the best: the epoch cap ended a run that was still improving
+        entry["at_cap"] = _count(
+            trained, mine, lambda f: (f["best_epoch"] == f["epochs"]) & (f["epochs"] > 0)
+        )
         for col in metric_cols:
             entry[f"{col}_mean"], entry[f"{col}_std"] = mean_std(mine[col].to_numpy())
         for col, p_name in (("test_auc", "p_auc"), ("test_ndcg", "p_ndcg")):
@@ -191,6 +206,16 @@ def summarize(
             entry[p_name] = paired_pvalue(mine.loc[common, col], ref_rows.loc[common, col])
         out["methods"][m.key] = entry
     return out
+
+
+def _count(trained: bool, frame: pd.DataFrame, flag: Callable[[pd.DataFrame], pd.Series]) -> int:
+    """How many rows of a trained method's ``frame`` the ``flag`` marks (0 where a column is missing)."""
+    if not trained or frame.empty:
+        return 0
+    try:
+        return int(flag(frame).fillna(False).astype(bool).sum())
+    except KeyError:  # rows written before the column existed
+        return 0
 
 
 def format_table(
@@ -209,8 +234,11 @@ def format_table(
         headers.append("true AUC")
     body = []
     stuck = {key: e for key, e in summary["methods"].items() if e.get("never_beat_start")}
+    chance = {key: e for key, e in summary["methods"].items() if e.get("at_chance")}
+    capped = {key: e for key, e in summary["methods"].items() if e.get("at_cap")}
     for key, e in summary["methods"].items():
-        label = e["label"] + (" †" if key in stuck else "")
+        marks = "".join(m for m, group in (("†", stuck), ("‡", chance), ("§", capped)) if key in group)
+        label = e["label"] + (f" {marks}" if marks else "")
         row = [label, *[fn(key, e) for _, fn in extra_cols], _epochs_text(e)]
         row += [fmt(e, "test_auc"), fmt(e, "test_ndcg")]
         if ref:
@@ -245,6 +273,17 @@ def format_table(
             f"† {e['label']}: in {e['never_beat_start']} of {e['n']} seed(s) the learned stage never beat "
             "its pretrained BPR-GMF start on validation AUC, so those seeds report the pretrained model "
             "itself (equal to the BPR-GMF run of the same seed where that run is the start)."
+        )
+    for e in chance.values():
+        lines.append(
+            f"‡ {e['label']}: {e['at_chance']} of {e['n']} seed(s) ended at chance level: best validation "
+            f"AUC below 0.5 + {CHANCE_Z:g} standard errors of a random ranking's on these lists, so not "
+            "distinguishable from a model that learned nothing."
+        )
+    for e in capped.values():
+        lines.append(
+            f"§ {e['label']}: {e['at_cap']} of {e['n']} seed(s) were still improving when the epoch cap "
+            "ended them (the last epoch was the best); a larger --epochs may do better."
         )
     return "\n".join(lines) + "\n"
 

@@ -16,6 +16,7 @@ rewards (0 in the first epoch).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -65,8 +66,8 @@ class RNSSampler(NegativeSampler):
         self.optimizer = GMFOptimizer(self.model, self.lr, backend=self.data.backend)
         dev = data.device
         self.baseline = torch.zeros(2, dtype=torch.float64, device=dev)  # b1 hardness, b2 exposure
-        # running sums over the epoch: hardness, exposure, overlap, mmd, total, count
-        self._sums = torch.zeros(6, dtype=torch.float64, device=dev)
+        # running sums over the epoch: hardness, exposure, overlap, mmd, total, count, entropy
+        self._sums = torch.zeros(7, dtype=torch.float64, device=dev)
 
     def init_from_pretrained(self, state: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(state)
@@ -209,6 +210,7 @@ class RNSSampler(NegativeSampler):
                 r["mmd"].sum() if "mmd" in r else zero,
                 total.sum(),
                 hard.new_tensor(float(hard.numel())),
+                _entropy_sum(negatives.extra.get("log_softmax"), zero),
             ]
         ).to(torch.float64)
         return {}
@@ -276,6 +278,8 @@ class RNSSampler(NegativeSampler):
             "overlap": float(sums[2]) / n,
             "reward_mmd": float(sums[3]) / n,
             "reward_total": float(sums[4]) / n,
+            # the policy's entropy over the N_s candidates, over log N_s (1: uniform over them)
+            "entropy": float(sums[6]) / n / math.log(self.config.n_candidates),
         }
         self._sums.zero_()
         return out
@@ -293,6 +297,13 @@ class RNSSampler(NegativeSampler):
         if state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
         self.baseline = state["baseline"].clone().to(torch.float64).to(self.data.device)
+
+
+def _entropy_sum(log_p: torch.Tensor | None, zero: torch.Tensor) -> torch.Tensor:
+    """The summed entropy ``-sum_c pi_c log pi_c`` of a batch of policies (rows of ``log_p``)."""
+    if log_p is None:
+        return zero
+    return -(log_p.exp() * log_p).sum().to(zero.dtype)
 
 
 def _cpu_gen(generator: torch.Generator) -> torch.Generator:
