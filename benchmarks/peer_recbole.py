@@ -57,9 +57,9 @@ Runtime patches in the worker
     recbole is imported (RecBole's ``Config`` sets them again itself). torch >= 2.6 defaults to
     ``torch.load(weights_only=True)``, which refuses RecBole's checkpoints (they pickle the
     ``Config``): ``torch.load`` is wrapped to default to ``weights_only=False``.
-    ``recbole.quick_start`` is not imported (it imports ray, whose ``pkg_resources`` import fails
-    on current setuptools-less venvs); the worker repeats its steps. pandas is kept below 2.3 (2.2.3):
-    pip's default, pandas 3, turns on Copy-on-Write, under which RecBole's
+    ``recbole.quick_start`` is not imported (it imports ray, whose ``pkg_resources`` import fails:
+    setuptools 84, which the venv has, no longer ships it); the worker repeats its steps. pandas is
+    kept below 2.3 (2.2.3): pip's default, pandas 3, turns on Copy-on-Write, under which RecBole's
     ``feat[field].fillna(value=0, inplace=True)`` (``Dataset._fill_nan``) silently does nothing.
 
 Metric (one function, :func:`full_ranking`, for both libraries)
@@ -112,7 +112,7 @@ from typing import Any
 
 #: the exported dataset's name (not a name RecBole ships properties for, such as ``ml-100k``)
 DATASET = "reinforcens_export"
-#: RecBole methods: ``train_neg_sample_args`` of each (``candidate_num`` is filled in for DNS)
+#: RecBole methods: BPR with uniform negatives, BPR with dynamic negative sampling (see recbole_config)
 RECBOLE_METHODS = ("bpr", "dns")
 #: reinforcens sampler name -> RecBole method it is compared with
 PAIRS = {"uniform": "bpr", "dns": "dns"}

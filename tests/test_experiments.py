@@ -183,6 +183,20 @@ def test_parallel_workers_give_the_same_rows(compared, tiny_prepared, tmp_path):
     assert parallel.rows[cols].equals(serial.rows[cols])
 
 
+def test_uniform_with_init_pretrained_does_not_wait_for_itself(tiny_prepared, tmp_path):
+    # regression: with init "pretrained" for all methods, the shared pretraining run asked to be
+    # pretrained too, and compare stopped with "runs wait for a pretraining run that is not planned"
+    base = dict(FAST_VALUES, init="pretrained", pretrain_epochs=2)
+    res = compare(tiny_prepared.path, "uniform", 1, tmp_path / "pre", reference=None, base=base, jobs=2,
+                  progress=False)  # fmt: skip
+    runs = sorted(p.parent.parent.name[:7] for p in (tmp_path / "pre").glob("runs/*/seed0/metrics.json"))
+    assert runs == ["uniform", "uniform"]  # the scratch pretraining run, and the run started from it
+    assert len(res.rows) == 1  # the pretraining run is not a row of the table
+    run = res.rows.iloc[0]["run_dir"]
+    start = json.loads(open(f"{run}/config.json").read())["pretrained"]
+    assert start is not None and start.endswith("best.pt") and not start.startswith(run)
+
+
 def test_compare_rejects_an_option_no_method_has(tiny_prepared, tmp_path):
     with pytest.raises(ConfigError, match="dns_candidates"):
         compare(
@@ -284,3 +298,19 @@ def test_diagnose_stays_quiet_when_exposures_look_negative():
     assert _warnings(quiet) == []
     assert len(_warnings({**quiet, "reexposure_lift": 1.2})) == 1
     assert "no exposed-but-unclicked" in _warnings({**quiet, "train_exposures": 0})[0]
+
+
+def test_popularity_alignment_is_the_rank_correlation_of_mean_scores_and_clicks():
+    import torch
+
+    from reinforcens.experiments.analysis import popularity_alignment
+    from reinforcens.models.gmf import GMF
+
+    model = GMF(7, 12, dim=4, generator=torch.Generator().manual_seed(0))
+    clicks = np.random.default_rng(0).integers(0, 50, 12)
+    with torch.no_grad():  # brute force: score every (user, item), average per item
+        mean = [float(np.mean([model(torch.tensor([u]), torch.tensor([i])).item() for u in range(7)]))
+                for i in range(12)]  # fmt: skip
+    assert popularity_alignment(model, clicks) == pytest.approx(stats.spearmanr(mean, clicks).statistic)
+    ordered = np.argsort(np.argsort(mean))  # clicks in the order of the mean scores: correlation 1
+    assert popularity_alignment(model, ordered) == pytest.approx(1.0)

@@ -106,3 +106,49 @@ def test_kbgan_prefers_items_the_recommender_scores_high():
         s.epoch_end()  # moving baseline
     p1 = float(torch.softmax(s.model(user, cands).detach(), 1)[0, best])
     assert p1 > p0 + 0.05
+
+
+def test_sampler_init_scratch_keeps_the_random_start():
+    _, td = build(5)
+    start = model_for(td).state_dict()
+    paper = sampler_for("rns", td, seed=1)
+    paper.init_from_pretrained(start)
+    assert all(torch.equal(a, start[k]) for k, a in paper.model.state_dict().items())
+    scratch = sampler_for("rns", td, seed=1, options={"sampler_init": "scratch"})
+    before = {k: v.clone() for k, v in scratch.model.state_dict().items()}
+    scratch.init_from_pretrained(start)
+    assert all(torch.equal(a, before[k]) for k, a in scratch.model.state_dict().items())
+    assert not torch.equal(scratch.model.item.weight, start["item.weight"])
+
+
+def test_warmup_trains_the_sampler_and_leaves_the_recommender(tiny_prepared, tmp_path, monkeypatch):
+    import reinforcens.train as train_mod
+    from reinforcens.checkpoint import load_checkpoint
+    from reinforcens.config import TrainConfig
+    from reinforcens.train import Trainer
+
+    fast = dict(batch_size=512, pretrain_epochs=2, record_negatives=0)
+    Trainer(tiny_prepared, TrainConfig.build(sampler="uniform", epochs=2, **fast), tmp_path / "u",
+            progress=False).fit()  # fmt: skip
+    start = load_checkpoint(tmp_path / "u" / "best.pt")["recommender"]
+    cfg = TrainConfig.build(sampler="rns", epochs=3, sampler_options={"warmup": 2},
+                            pretrained=str(tmp_path / "u" / "best.pt"), **fast)  # fmt: skip
+    samplers, seen = [], []  # the sampler of the run; R's and S's tables as each epoch starts
+    make, epoch = train_mod.make_sampler, Trainer.train_epoch
+
+    def keep(*args, **kwargs):
+        samplers.append(make(*args, **kwargs))
+        return samplers[-1]
+
+    def spy(self, model, *args, **kwargs):
+        seen.append((model.item.weight.clone(), samplers[-1].model.item.weight.clone()))
+        return epoch(self, model, *args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "make_sampler", keep)
+    monkeypatch.setattr(Trainer, "train_epoch", spy)
+    tr = Trainer(tiny_prepared, cfg, progress=False)
+    tr.fit()
+    # R starts epochs 1, 2 and 3 as pretrained: the warm-up epochs did not train it; S did learn
+    assert all(torch.equal(r, start["item.weight"]) for r, _ in seen)
+    assert not torch.equal(seen[2][1], seen[0][1])
+    assert [h["epoch"] for h in tr.history if "valid_auc" in h] == [0, 3]  # warm-up: not evaluated

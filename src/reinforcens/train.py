@@ -185,8 +185,13 @@ class Trainer:
         repeat: int,
         desc: str,
         record: list[torch.Tensor] | None = None,
+        train_recommender: bool = True,
     ) -> dict[str, float]:
-        """One pass over the training positives; returns the mean BPR loss and sampler stats."""
+        """One pass over the training positives; returns the mean BPR loss and sampler stats.
+
+        With ``train_recommender=False`` (a learned sampler's warm-up) the recommender only scores the
+        negatives for the sampler's rewards: no BPR step, and the loss is that of the unchanged model.
+        """
         cfg = self.config
         n_batches = math.ceil(self.train_data.n_positives * repeat / cfg.batch_size)
         total = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -201,7 +206,12 @@ class Trainer:
         )
         for users, pos in bar:
             neg = sampler.sample(users, pos, model)
-            neg_s = self._bpr_step(model, optimizer, users, pos, neg.items, cfg.l2, total)
+            if train_recommender:
+                neg_s = self._bpr_step(model, optimizer, users, pos, neg.items, cfg.l2, total)
+            else:
+                with torch.no_grad():
+                    pos_s, neg_s = model(users, pos), model(users, neg.items)
+                    total.add_(torch.nn.functional.softplus(neg_s - pos_s).sum().double())
             sampler.update(users, pos, neg, model, neg_s)
             if record is not None and kept < cfg.record_negatives:
                 take = min(cfg.record_negatives - kept, users.numel())
@@ -313,6 +323,7 @@ class Trainer:
 
         # the stop rules wait for min_steps optimizer steps (an epoch's steps are fixed for a stage)
         steps_per_epoch = math.ceil(self.train_data.n_positives * repeat / cfg.batch_size)
+        warm = sampler.warmup_epochs  # epochs in which R does not train: not evaluated, not counted
         epoch = last_epoch
         for epoch in range(start_epoch, max_epochs + 1):
             t0 = time.perf_counter()
@@ -325,13 +336,14 @@ class Trainer:
                 repeat,
                 desc=f"{name} epoch {epoch}",
                 record=rec if cfg.record_negatives else None,
+                train_recommender=epoch > warm,
             )
             train_s = time.perf_counter() - t0
             if rec:
                 records[epoch] = torch.cat(rec, dim=1).numpy()
             row: dict[str, Any] = {"epoch": epoch, "stage": name, "train_seconds": train_s} | stats
             improved = False
-            if epoch % cfg.eval_every == 0 or epoch == max_epochs:
+            if epoch > warm and ((epoch - warm) % cfg.eval_every == 0 or epoch == max_epochs):
                 v = self.validate(rank_model)
                 row["valid_auc"], row["valid_ndcg"] = v["auc"], v["ndcg"]
                 if v["auc"] > best_valid["auc"]:
@@ -342,12 +354,13 @@ class Trainer:
             seconds += time.perf_counter() - t0
             row["seconds"] = time.perf_counter() - t0
             history.append(row)
-            stop = epoch * steps_per_epoch >= cfg.min_steps and (
+            trained = epoch - warm  # epochs in which R trained
+            stop = trained * steps_per_epoch >= cfg.min_steps and (
                 bad >= patience
                 or (
                     floor is not None
                     and cfg.below_pretrained_stop
-                    and epoch >= cfg.below_pretrained_stop
+                    and trained >= cfg.below_pretrained_stop
                     and best_epoch == 0
                 )
             )

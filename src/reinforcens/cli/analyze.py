@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="For each run: a t-SNE of the features p_u * q_i of up to --points generated "
         "negatives (the best epoch's record in negatives.npz) and as many exposed instances of the same "
         "users, and the overlap and MMD between generated and exposed negatives per recorded epoch. "
-        "Features come from each run's final model, for every epoch. Writes tsne_<name>.png, "
+        "Features come from each run's final model, for every epoch. Also the Spearman correlation of "
+        "each item's mean score with its training clicks. Writes tsne_<name>.png, "
         "overlap_mmd.png and analysis.json.",
     )
     p.add_argument("--run", action="append", required=True, help="a finished run directory (repeat)")
@@ -38,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
             f"{r['name']} ({r['sampler']}): epoch {r['tsne_epoch']} t-SNE of {n_gen} "
             f"generated ({pts['overlap']} exposed) and {pts['exposed']} exposed; "
             f"overlap {fmt(r['overlap'][-1] if r['overlap'] else float('nan'))}, "
-            f"MMD² {r['mmd'][-1]:.3g} at the last epoch (features of the final model)"
+            f"MMD² {r['mmd'][-1]:.3g} at the last epoch (features of the final model); mean item "
+            f"score vs training clicks: Spearman {fmt(r['popularity_spearman'])}"
         )
     print("wrote " + ", ".join(res["files"]) + f", {args.out}/analysis.json")
     return 0

@@ -81,6 +81,9 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
                 type=lambda t: tuple(float(x) for x in t.split(",")),
                 help=(info.description or "") + " (comma-separated)",
             )
+        elif ann is typing.Literal:
+            choices = typing.get_args(info.annotation)
+            s.add_argument(flag, dest=f"opt_{name}", choices=choices, default=None, help=info.description)
         else:
             typ = float if "float" in str(info.annotation) else int
             s.add_argument(flag, dest=f"opt_{name}", type=typ, default=None, help=info.description)

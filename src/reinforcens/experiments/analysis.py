@@ -11,6 +11,10 @@ For each finished run directory:
 - **overlap and MMD over training epochs**: per recorded epoch, the share of generated ``(u, j)`` that
   are in ``u``'s training exposures, and the (biased) squared MMD (:func:`reinforcens.mmd.mmd2`, the
   run's kernel bandwidths) between the generated and exposed feature sets.
+- **popularity alignment**: the Spearman correlation (:func:`scipy.stats.spearmanr`) between each item's
+  mean score over all users, ``h . (mean_u p_u * q_i)``, and its training clicks: how much of what the
+  recommender learned is popularity (hard negatives are mostly popular items, and pushing them down
+  lowers it).
 
 All features come from the run's *final* recommender (its ``best.pt``), also for earlier epochs: the
 negatives of epoch k are those the sampler drew at epoch k, but they are embedded with the selected
@@ -52,6 +56,7 @@ class RunAnalysis:
     tsne_epoch: int
     tsne: np.ndarray
     kinds: np.ndarray
+    popularity_spearman: float = float("nan")
 
     def to_json(self) -> dict[str, Any]:
         counts = {k: int((self.kinds == k).sum()) for k in ("exposed", "generated", "overlap")}
@@ -65,6 +70,7 @@ class RunAnalysis:
             "tsne_epoch": self.tsne_epoch,
             "tsne_points": counts,
             "tsne_overlap_share": counts["overlap"] / max(counts["overlap"] + counts["generated"], 1),
+            "popularity_spearman": self.popularity_spearman,
         }
 
 
@@ -103,6 +109,16 @@ def _features(model, users: np.ndarray, items: np.ndarray) -> torch.Tensor:
         return model.features(
             torch.as_tensor(users, dtype=torch.long), torch.as_tensor(items, dtype=torch.long)
         )
+
+
+def popularity_alignment(model, clicks: np.ndarray) -> float:
+    """Spearman correlation between each item's mean score over all users and its training clicks."""
+    from scipy.stats import spearmanr
+
+    with torch.no_grad():
+        mean_user = model.user.weight.double().mean(0)
+        scores = (model.item.weight.double() * mean_user) @ model.h.double()
+    return float(spearmanr(scores.numpy(), np.asarray(clicks)).statistic)
 
 
 def analyze_run(
@@ -183,6 +199,7 @@ def analyze_run(
         feats.astype(np.float64)
     )
     return RunAnalysis(
+        popularity_spearman=popularity_alignment(model, prepared.item_popularity()),
         name=name or run_dir.name,
         run_dir=str(run_dir),
         sampler=cfg.sampler,

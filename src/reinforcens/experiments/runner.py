@@ -200,6 +200,11 @@ def needs_pretraining(sampler: str, values: dict[str, Any]) -> bool:
     return TrainConfig.build(**values, sampler=sampler).resolved_init() == "pretrained"
 
 
+#: the key of a shared pretraining run that is not itself a method's run (never a method key, so
+#: tables skip it even when a method is keyed ``uniform``)
+PRETRAINING = "uniform (pretraining)"
+
+
 def plan(
     methods: Sequence[Method],
     seeds: Sequence[int],
@@ -238,6 +243,9 @@ def plan(
     """
     runs_dir = Path(out).resolve() / "runs"
     pre_values = method_values(Method("uniform", "uniform"), pretrain_values or base)
+    # the shared pretraining starts from scratch: with ``init: pretrained`` for all methods it would
+    # otherwise wait for itself
+    pre_values = {k: v for k, v in pre_values.items() if k != "init"}
     pre_key = run_key("uniform", "uniform", pre_values, fingerprint=fingerprint)
     pre_specs: dict[int, RunSpec] = {}
     specs: list[RunSpec] = []
@@ -245,7 +253,7 @@ def plan(
     def pre_spec(seed: int) -> RunSpec:
         if seed not in pre_specs:
             pre_specs[seed] = RunSpec(
-                "uniform", "uniform", seed, pre_values, str(runs_dir / pre_key / seed_dir(seed))
+                PRETRAINING, "uniform", seed, pre_values, str(runs_dir / pre_key / seed_dir(seed))
             )
         return pre_specs[seed]
 

@@ -17,7 +17,7 @@ rewards (0 in the first epoch).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -44,6 +44,17 @@ class RNSConfig(SamplerConfig):
     sampler_lr: float | None = Field(None, gt=0, description="sampler learning rate (default: lr)")
     sampler_l2: float | None = Field(None, ge=0, description="sampler L2 (default: l2)")
     temperature: float = Field(1.0, gt=0, description="softmax temperature of the sampler")
+    warmup: int = Field(
+        0,
+        ge=0,
+        description="epochs at the start of the learned stage in which the sampler learns from the "
+        "recommender's scores while the recommender does not train (0: none, the paper's set-up)",
+    )
+    sampler_init: Literal["pretrained", "scratch"] = Field(
+        "pretrained",
+        description="start the sampler from the pretrained recommender's embeddings (the paper's "
+        "set-up) or from a random initialisation (a policy close to uniform over the candidates)",
+    )
 
 
 class RNSSampler(NegativeSampler):
@@ -70,8 +81,14 @@ class RNSSampler(NegativeSampler):
         self._sums = torch.zeros(7, dtype=torch.float64, device=dev)
 
     def init_from_pretrained(self, state: dict[str, torch.Tensor]) -> None:
+        if self.config.sampler_init == "scratch":
+            return
         self.model.load_state_dict(state)
         self.optimizer = GMFOptimizer(self.model, self.lr, backend=self.data.backend)
+
+    @property
+    def warmup_epochs(self) -> int:
+        return self.config.warmup
 
     @property
     def uses_exposure(self) -> bool:

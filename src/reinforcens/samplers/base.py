@@ -119,6 +119,12 @@ class NegativeSampler:
         """The model that ranks at evaluation (the recommender, except for IRGAN)."""
         return recommender
 
+    @property
+    def warmup_epochs(self) -> int:
+        """Epochs at the start of the stage in which the sampler learns but the recommender does not
+        train on its negatives (0 but for a learned sampler that asks for a warm-up)."""
+        return 0
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
