@@ -127,3 +127,21 @@ def test_a_dataset_of_the_earlier_format_is_refused_with_a_message(data, tmp_pat
         load_prepared(old)
     # what demo and bench use to prepare their cached datasets again
     assert not is_current_prepared_dir(old) and is_current_prepared_dir(prepared.path)
+
+
+def test_auc_by_negative_kind_counts_only_that_kind(tiny_prepared):
+    from reinforcens.evaluation import auc_by_negative_kind
+
+    lists = tiny_prepared.test
+    scores = np.random.default_rng(0).random(lists.items.shape)
+    res = auc_by_negative_kind(scores, lists)
+    for name, kind in (("auc_exposed", EXPOSED), ("auc_padded", PADDED)):
+        per_user = []  # brute force over the (click, negative of this kind) pairs of each list
+        for row in range(lists.items.shape[0]):
+            slots = range(lists.items.shape[1])
+            pos = [scores[row, c] for c in slots if lists.kind[row, c] == CLICKED]
+            neg = [scores[row, c] for c in slots if lists.kind[row, c] == kind]
+            if pos and neg:
+                wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+                per_user.append(wins / (len(pos) * len(neg)))
+        assert res[name] == pytest.approx(np.mean(per_user)), name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from test_sampler_contract import build, model_for, sampler_for
 
@@ -152,3 +153,20 @@ def test_warmup_trains_the_sampler_and_leaves_the_recommender(tiny_prepared, tmp
     assert all(torch.equal(r, start["item.weight"]) for r, _ in seen)
     assert not torch.equal(seen[2][1], seen[0][1])
     assert [h["epoch"] for h in tr.history if "valid_auc" in h] == [0, 3]  # warm-up: not evaluated
+
+
+def test_median_bandwidths_put_the_median_distance_at_the_median_bandwidth():
+    from reinforcens.mmd import median_bandwidths
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(50, 4, generator=g) * 0.1, torch.randn(40, 4, generator=g) * 0.1
+    dists = sorted(math.dist(a.tolist(), b.tolist()) for a in x for b in y)  # brute force, 2000 pairs
+    med = (dists[999] + dists[1000]) / 2
+    bw = median_bandwidths(x, y, (19.0, 20.0, 21.0, 22.0, 23.0))
+    assert bw[2] == pytest.approx(med, rel=2e-3)  # torch's median takes the lower middle value
+    assert [b / bw[2] for b in bw] == pytest.approx([19 / 21, 20 / 21, 1.0, 22 / 21, 23 / 21])
+    assert median_bandwidths(x, y[:0], (1.0, 2.0)) == (1.0, 2.0)
+    # the reward is no longer flat: its spread grows by orders of magnitude
+    flat = mmd_reward(x, y, (19.0, 20.0, 21.0, 22.0, 23.0))
+    scaled = mmd_reward(x, y, bw)
+    assert float(scaled.std()) > 100 * float(flat.std())

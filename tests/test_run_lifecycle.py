@@ -159,7 +159,8 @@ def test_two_resumes_of_one_run_do_not_crash_each_other(tiny_prepared, tmp_path)
     data_dir = tmp_path / "prep"
     shutil.copytree(tiny_prepared.path, data_dir)
     args = ["train", "--data", str(data_dir), "--sampler", "uniform", "--out", str(tmp_path / "r"),
-            "--epochs", "40", "--patience", "40", "--batch-size", "64", "--quiet", "--resume"]  # fmt: skip
+            "--epochs", "40", "--patience", "40", "--batch-size", "16", "--quiet", "--resume"]  # fmt: skip
+    # batches of 16: the first run takes several times the start-up of the second, even on a loaded machine
     first = subprocess.Popen([sys.executable, "-m", "reinforcens", *args], stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120

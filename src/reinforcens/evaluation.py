@@ -56,6 +56,19 @@ def evaluate_lists(scorer: Scorer, lists: EvalLists) -> dict[str, float]:
     return metrics.list_metrics(list_scores(scorer, lists), lists.labels, lists.mask)
 
 
+def auc_by_negative_kind(scores: np.ndarray, lists: EvalLists) -> dict[str, float]:
+    """The list AUC against each kind of negative alone: ``auc_exposed`` over the pairs of a click and
+    an unclicked exposure of the session, ``auc_padded`` over the pairs of a click and a padding item
+    (drawn uniformly); each averaged over the users whose list has such a pair."""
+    from reinforcens.data.split import EXPOSED, PADDED
+
+    out = {}
+    for name, kind in (("auc_exposed", EXPOSED), ("auc_padded", PADDED)):
+        keep = lists.mask & (lists.labels | (lists.kind == kind))
+        out[name] = metrics.list_metrics(scores, lists.labels, keep)["auc"]
+    return out
+
+
 def held_out_clicks(lists: EvalLists, n_users: int, n_items: int) -> sp.csr_matrix:
     """Every click of the split's held-out sessions (:attr:`EvalLists.clicks`), as a 0/1 matrix; for
     lists made without them, the clicks the lists hold."""
@@ -137,12 +150,15 @@ def evaluate(
 ) -> dict[str, dict[str, float]]:
     """All metrics of ``scorer`` for each split: ``{split: {"auc", "ndcg", "users", ...}}``;
     ``auc_chance_se`` is the standard error of the AUC a random ranking gets on the split's lists
-    (:func:`reinforcens.metrics.chance_auc_se`)."""
+    (:func:`reinforcens.metrics.chance_auc_se`), ``auc_exposed`` and ``auc_padded`` the AUC against
+    each kind of negative alone (:func:`auc_by_negative_kind`)."""
     out: dict[str, dict[str, float]] = {}
     for split in splits:
         lists = data.valid if split == "valid" else data.test
-        res = dict(evaluate_lists(scorer, lists))
+        scores = list_scores(scorer, lists)
+        res: dict[str, float] = dict(metrics.list_metrics(scores, lists.labels, lists.mask))
         res["auc_chance_se"] = metrics.chance_auc_se(lists.labels, lists.mask)
+        res.update(auc_by_negative_kind(scores, lists))
         if full_k:
             res.update(evaluate_full_ranking(scorer, data, split, k=full_k))
         out[split] = res

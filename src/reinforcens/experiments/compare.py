@@ -112,6 +112,8 @@ METRIC_COLUMNS = {
     "valid_auc": "valid.auc",
     "valid_ndcg": "valid.ndcg",
     "valid_auc_chance_se": "valid.auc_chance_se",
+    "test_auc_exposed": "test.auc_exposed",
+    "test_auc_padded": "test.auc_padded",
 }
 
 #: a run whose best validation AUC is below 0.5 + CHANCE_Z standard errors of a random ranking's

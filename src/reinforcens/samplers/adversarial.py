@@ -24,7 +24,7 @@ from pydantic import Field
 
 from reinforcens.backend import draw_seed, kernel_parts, np_view
 from reinforcens.losses import l2_penalty, reinforce_loss
-from reinforcens.mmd import DEFAULT_BANDWIDTHS, mmd_reward
+from reinforcens.mmd import DEFAULT_BANDWIDTHS, median_bandwidths, mmd_reward
 from reinforcens.models.gmf import GMF
 from reinforcens.optim import GMFOptimizer
 from reinforcens.samplers.base import Negatives, NegativeSampler, SamplerConfig
@@ -40,6 +40,11 @@ class RNSConfig(SamplerConfig):
     hardness: bool = Field(True, description="include the adversarial (hardness) reward")
     bandwidths: tuple[float, ...] = Field(
         DEFAULT_BANDWIDTHS, min_length=1, description="Gaussian kernel bandwidths of the MMD"
+    )
+    bandwidth_scale: Literal["fixed", "median"] = Field(
+        "fixed",
+        description="'fixed': the bandwidths as given (the paper's); 'median': rescaled per batch so "
+        "that their median is the median distance between generated and exposed features",
     )
     sampler_lr: float | None = Field(None, gt=0, description="sampler learning rate (default: lr)")
     sampler_l2: float | None = Field(None, ge=0, description="sampler L2 (default: l2)")
@@ -185,7 +190,10 @@ class RNSSampler(NegativeSampler):
                     exp_items, has = self.data.sample_exposed(users, 1, self.generator)
                     exp_q = recommender.item.weight.index_select(0, exp_items.squeeze(1).clamp(min=0))
                     exp_feat = (pu * exp_q)[has]
-                    out["mmd"] = mmd_reward(gen, exp_feat, c.bandwidths, compiled=self.data.fast)
+                    bw = c.bandwidths
+                    if c.bandwidth_scale == "median":
+                        bw = median_bandwidths(gen, exp_feat, c.bandwidths)
+                    out["mmd"] = mmd_reward(gen, exp_feat, bw, compiled=self.data.fast)
             else:
                 out["mmd"] = torch.zeros_like(out["overlap"])
         return out
