@@ -176,3 +176,29 @@ def test_init_std_sets_the_initial_scale_of_the_tables(tiny_prepared, tmp_path, 
     assert json.loads((tmp_path / "x" / "config.json").read_text())["init_std"] == "xavier"
     assert main([*argv, "--out", str(tmp_path / "y"), "--init-std", "0"]) == 2
     assert "config key 'init_std': Input should be greater than 0" in capsys.readouterr().err
+
+
+def test_epoch_trace_records_the_shares_of_exposed_and_popular_negatives(tiny_prepared, tmp_path):
+    from reinforcens import rundir
+
+    cfg = TrainConfig.build(sampler="ebpr", epochs=2, batch_size=512, record_negatives=300)
+    Trainer(tiny_prepared, cfg, tmp_path / "r", progress=False).fit()
+    rows = [json.loads(line) for line in (tmp_path / "r" / "epochs.jsonl").read_text().splitlines()]
+    records = rundir.read_negatives(tmp_path / "r" / "negatives.npz")
+    # oracles in plain Python: the exposure sets, and the items with at least the 90th percentile of
+    # training clicks (and at least one)
+    clicks, exposures = tiny_prepared.train_clicks, tiny_prepared.train_exposures
+    exposed = {(u, int(i)) for u in range(tiny_prepared.n_users)
+               for i in exposures.indices[exposures.indptr[u]:exposures.indptr[u + 1]]}  # fmt: skip
+    counts = [0] * tiny_prepared.n_items
+    for i in clicks.indices:
+        counts[int(i)] += 1
+    cut = sorted(counts)[math.ceil(0.9 * (len(counts) - 1))]
+    popular = {i for i, c in enumerate(counts) if c >= max(cut, 1)}
+    for row in rows:
+        users, items = records[row["epoch"]]
+        pairs = list(zip(users.tolist(), items.tolist(), strict=True))
+        assert len(pairs) == 300
+        assert row["neg_exposed_share"] == pytest.approx(sum(p in exposed for p in pairs) / 300)
+        assert row["neg_popular_share"] == pytest.approx(sum(i in popular for _, i in pairs) / 300)
+    assert rows[0]["neg_exposed_share"] > 0.2  # EBPR draws half of its negatives from the exposures
