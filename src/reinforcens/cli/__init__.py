@@ -26,6 +26,8 @@ COMMANDS = (
     "stats",
     "train",
     "evaluate",
+    "recommend",
+    "export",
     "demo",
     "datasets",
     "bench",
