@@ -199,7 +199,8 @@ def test_learned_sampler_update_equals_autograd(name):
 
     probs = torch.softmax(logits.detach().double(), 1).numpy()
     assert float(fast._sums[6]) == pytest.approx(entropy(probs, axis=1).sum(), rel=1e-5)
-    assert float(ref._sums[6]) == 0.0
+    assert float(ref._sums[6]) == 0.0 and float(ref._sums[7]) == 0.0
+    assert float(fast._sums[7]) == users.numel()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ exactly what a ``kill -9`` at that moment leaves (the lock is released in both c
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import signal
 import subprocess
@@ -351,3 +352,28 @@ def test_a_killed_run_releases_its_lock_and_resumes(tiny_prepared, tmp_path):
     resumed = json.loads((tmp_path / "r" / "metrics.json").read_text())
     uninterrupted = json.loads((tmp_path / "full" / "metrics.json").read_text())
     assert results(resumed) == results(uninterrupted)
+
+
+@pytest.mark.parametrize("cut", [1, 3])
+def test_a_run_interrupted_in_or_after_its_warm_up_resumes_to_the_same_result(tiny_prepared, tmp_path,
+                                                                              monkeypatch, cut):  # fmt: skip
+    cfg = TrainConfig.build(sampler="rns", epochs=5, eval_every=2, min_steps=0, patience=1,
+                            sampler_options={"warmup": 2}, **FAST)  # fmt: skip
+    check_resume_equals_uninterrupted(
+        tiny_prepared, cfg, tmp_path, monkeypatch, lambda d, e, stopped: d.name != "pretrain" and e == cut
+    )
+    rows = [json.loads(line) for line in (tmp_path / "full" / "epochs.jsonl").read_text().splitlines()]
+    # evaluated: the start, every 2nd epoch after the 2 warm-up epochs, and the last one (unless the
+    # stage stopped at epoch 4)
+    assert [r["epoch"] for r in rows if "valid_auc" in r] in ([0, 4], [0, 4, 5])
+
+
+def test_the_stop_rules_wait_for_min_steps(tiny_prepared):
+    """A recommender that cannot move (lr 1e-12) has its best at epoch 1; with patience 1 it stops at
+    epoch 2, or at the first epoch that completes ``min_steps`` optimizer steps if that is later."""
+    steps = math.ceil(tiny_prepared.train_clicks.indices.size / 512)  # minibatches of 512 per epoch
+    for min_steps, stop in ((0, 2), (5 * steps, 5), (5 * steps + 1, 6)):
+        cfg = TrainConfig.build(sampler="uniform", init="scratch", lr=1e-12, epochs=50, patience=1,
+                                min_steps=min_steps, batch_size=512, record_negatives=0)  # fmt: skip
+        m = Trainer(tiny_prepared, cfg, progress=False).fit()
+        assert (m["best_epoch"], m["epochs"]) == (1, stop), min_steps

@@ -69,8 +69,8 @@ class TrainConfig(StrictModel):
     below_pretrained_stop: int = Field(
         10,
         ge=0,
-        description="stop if after this many epochs (and min_steps steps) validation AUC is still "
-        "below the pretrained model's (0: never)",
+        description="stop if after this many trained epochs (warm-up epochs excluded, and not before "
+        "min_steps steps) validation AUC is still below the pretrained model's (0: never)",
     )
     record_negatives: int = Field(
         1000, ge=0, description="negatives kept per epoch for analysis (negatives.npz)"
@@ -107,7 +107,19 @@ class TrainConfig(StrictModel):
         if cfg.init == "scratch" and cfg.pretrained:
             raise ConfigError("config keys 'init' and 'pretrained': init 'scratch' ignores the checkpoint")
         resolved = sampler_config(cfg.sampler, cfg.sampler_options).model_dump(mode="json")
-        return cfg.model_copy(update={"sampler_options": resolved})
+        cfg = cfg.model_copy(update={"sampler_options": resolved})
+        warmup = resolved.get("warmup", 0)
+        if warmup and cfg.resolved_init() != "pretrained":
+            raise ConfigError(
+                "config key 'sampler_options.warmup': a warm-up trains the sampler against a frozen "
+                "recommender, which needs a pretrained one (init 'pretrained')"
+            )
+        if warmup and warmup >= cfg.epochs:
+            raise ConfigError(
+                f"config key 'sampler_options.warmup': {warmup} warm-up epochs leave none of the "
+                f"{cfg.epochs} epochs to train the recommender"
+            )
+        return cfg
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:

@@ -94,6 +94,13 @@ def _recommender(run_dir: Path):
     return cfg, model
 
 
+def _ranking_model(run_dir: Path):
+    """The model that ranks (IRGAN's generator, else the recommender)."""
+    from reinforcens.train import load_run
+
+    return load_run(run_dir)[1]
+
+
 def _exposed_for(users: np.ndarray, exposures, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One exposed item per user occurrence (users without exposures dropped)."""
     counts = exposures.counts()[users]
@@ -112,13 +119,29 @@ def _features(model, users: np.ndarray, items: np.ndarray) -> torch.Tensor:
 
 
 def popularity_alignment(model, clicks: np.ndarray) -> float:
-    """Spearman correlation between each item's mean score over all users and its training clicks."""
+    """Spearman correlation between each item's mean score over all users and its training clicks.
+
+    Parameters
+    ----------
+    model
+        A GMF; item ``i``'s mean score over users is ``h . (mean_u p_u * q_i)``.
+    clicks
+        Training clicks per item.
+
+    Returns
+    -------
+    float
+        The rank correlation; NaN when either side is constant.
+    """
     from scipy.stats import spearmanr
 
     with torch.no_grad():
         mean_user = model.user.weight.double().mean(0)
         scores = (model.item.weight.double() * mean_user) @ model.h.double()
-    return float(spearmanr(scores.numpy(), np.asarray(clicks)).statistic)
+    clicks = np.asarray(clicks)
+    if np.ptp(clicks) == 0 or float(scores.max() - scores.min()) == 0:
+        return float("nan")
+    return float(spearmanr(scores.numpy(), clicks).statistic)
 
 
 def analyze_run(
@@ -153,7 +176,7 @@ def analyze_run(
     """
     from sklearn.manifold import TSNE
 
-    from reinforcens.mmd import DEFAULT_BANDWIDTHS, mmd2
+    from reinforcens.mmd import DEFAULT_BANDWIDTHS, median_bandwidths, mmd2
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -182,7 +205,10 @@ def analyze_run(
         eu, ei = _exposed_for(users, exposures, rng)
         # float64: the kernel values are close to their maximum, float32 would leave rounding noise
         gen, exp = _features(model, users, items).double(), _features(model, eu, ei).double()
-        mmds.append(mmd2(gen, exp, bandwidths))
+        bw = bandwidths
+        if cfg.sampler_options.get("bandwidth_scale") == "median":  # as the run rescaled them
+            bw = median_bandwidths(gen, exp, bandwidths)
+        mmds.append(mmd2(gen, exp, bw))
 
     metrics_path = run_dir / rundir.METRICS
     best = rundir.read_metrics(run_dir)["best_epoch"] if metrics_path.is_file() else None
@@ -199,7 +225,7 @@ def analyze_run(
         feats.astype(np.float64)
     )
     return RunAnalysis(
-        popularity_spearman=popularity_alignment(model, prepared.item_popularity()),
+        popularity_spearman=popularity_alignment(_ranking_model(run_dir), prepared.item_popularity()),
         name=name or run_dir.name,
         run_dir=str(run_dir),
         sampler=cfg.sampler,

@@ -118,7 +118,8 @@ METRIC_COLUMNS = {
 
 #: a run whose best validation AUC is below 0.5 + CHANCE_Z standard errors of a random ranking's
 #: (:func:`reinforcens.metrics.chance_auc_se`) is not distinguishable from chance on the validation
-#: lists (one-sided, about 2% of random rankings exceed it)
+#: lists (one-sided, about 2% of random rankings exceed it at one evaluation; a run's best over many
+#: evaluations exceeds it more often, so the flag catches stalled runs and does not certify learning)
 CHANCE_Z = 2.0
 
 
@@ -211,13 +212,10 @@ def summarize(
 
 
 def _count(trained: bool, frame: pd.DataFrame, flag: Callable[[pd.DataFrame], pd.Series]) -> int:
-    """How many rows of a trained method's ``frame`` the ``flag`` marks (0 where a column is missing)."""
+    """How many rows of a trained method's ``frame`` the ``flag`` marks."""
     if not trained or frame.empty:
         return 0
-    try:
-        return int(flag(frame).fillna(False).astype(bool).sum())
-    except KeyError:  # rows written before the column existed
-        return 0
+    return int(flag(frame).fillna(False).astype(bool).sum())  # NaN (undefined AUC): not flagged
 
 
 def format_table(

@@ -242,10 +242,7 @@ def plan(
         Pretraining runs first.
     """
     runs_dir = Path(out).resolve() / "runs"
-    pre_values = method_values(Method("uniform", "uniform"), pretrain_values or base)
-    # the shared pretraining starts from scratch: with ``init: pretrained`` for all methods it would
-    # otherwise wait for itself
-    pre_values = {k: v for k, v in pre_values.items() if k != "init"}
+    pre_values = pretraining_values(pretrain_values or base)
     pre_key = run_key("uniform", "uniform", pre_values, fingerprint=fingerprint)
     pre_specs: dict[int, RunSpec] = {}
     specs: list[RunSpec] = []
@@ -273,6 +270,13 @@ def plan(
             specs.append(spec)
     extra = [s for s in pre_specs.values() if all(s.run_dir != x.run_dir for x in specs)]
     return extra + sorted(specs, key=lambda s: s.pretrain is not None)
+
+
+def pretraining_values(base: dict[str, Any]) -> dict[str, Any]:
+    """The training values of a shared BPR-GMF pretraining run: ``base`` for ``uniform``, started from
+    scratch (with ``init: pretrained`` given for all methods it would otherwise wait for itself)."""
+    values = method_values(Method("uniform", "uniform"), base)
+    return {k: v for k, v in values.items() if k != "init"}
 
 
 def method_values(method: Method, base: dict[str, Any]) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from reinforcens.experiments.runner import (
     default_jobs,
     method_values,
     needs_pretraining,
+    pretraining_values,
     run_key,
     run_specs,
 )
@@ -250,7 +251,7 @@ def _run_trials(
             pre_spec = _best(all_specs["uniform"], results)
             pre_key = "tuned-uniform:" + Path(pre_spec.run_dir).parent.name
         else:
-            pre_values = method_values(Method("uniform", "uniform"), base)
+            pre_values = pretraining_values(base)
             pre_key = run_key("uniform", "uniform", pre_values, fingerprint=fingerprint)
             pre_spec = spec("uniform", pre_values, pre_key)
             results.update(run_specs([pre_spec], data, jobs=1, progress=progress, desc="pretrain"))

@@ -82,8 +82,9 @@ class RNSSampler(NegativeSampler):
         self.optimizer = GMFOptimizer(self.model, self.lr, backend=self.data.backend)
         dev = data.device
         self.baseline = torch.zeros(2, dtype=torch.float64, device=dev)  # b1 hardness, b2 exposure
-        # running sums over the epoch: hardness, exposure, overlap, mmd, total, count, entropy
-        self._sums = torch.zeros(7, dtype=torch.float64, device=dev)
+        # running sums over the epoch: hardness, exposure, overlap, mmd, total, count, entropy, and the
+        # count of rows whose policy was known (the entropy's denominator)
+        self._sums = torch.zeros(8, dtype=torch.float64, device=dev)
 
     def init_from_pretrained(self, state: dict[str, torch.Tensor]) -> None:
         if self.config.sampler_init == "scratch":
@@ -236,6 +237,7 @@ class RNSSampler(NegativeSampler):
                 total.sum(),
                 hard.new_tensor(float(hard.numel())),
                 _entropy_sum(negatives.extra.get("log_softmax"), zero),
+                hard.new_tensor(float(hard.numel() if "log_softmax" in negatives.extra else 0)),
             ]
         ).to(torch.float64)
         return {}
@@ -304,7 +306,10 @@ class RNSSampler(NegativeSampler):
             "reward_mmd": float(sums[3]) / n,
             "reward_total": float(sums[4]) / n,
             # the policy's entropy over the N_s candidates, over log N_s (1: uniform over them)
-            "entropy": float(sums[6]) / n / math.log(self.config.n_candidates),
+            # (NaN when no batch carried its distribution)
+            "entropy": float(sums[6]) / float(sums[7]) / math.log(self.config.n_candidates)
+            if float(sums[7]) > 0
+            else float("nan"),
         }
         self._sums.zero_()
         return out

@@ -24,6 +24,9 @@ class IRGANConfig(RNSConfig):
     n_candidates: int = Field(100, ge=2, description="candidates of the generator's softmax")
     alpha: float = Field(0.0, ge=0.0, description="unused by IRGAN (exposure reward weight)")
     exposed_candidates: int = Field(0, ge=0, description="unused by IRGAN")
+    warmup: int = Field(
+        0, ge=0, le=0, description="not for IRGAN: its generator ranks, and a warm-up would train it unseen"
+    )
 
 
 class IRGANSampler(RNSSampler):
