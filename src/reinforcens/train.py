@@ -190,7 +190,8 @@ class Trainer:
         """One pass over the training positives; returns the mean BPR loss and sampler stats.
 
         With ``train_recommender=False`` (a learned sampler's warm-up) the recommender only scores the
-        negatives for the sampler's rewards: no BPR step, and the loss is that of the unchanged model.
+        negatives for the sampler's rewards: no BPR step, and the loss is the BPR loss of the unchanged
+        model without its L2 term.
         """
         cfg = self.config
         n_batches = math.ceil(self.train_data.n_positives * repeat / cfg.batch_size)
