@@ -309,7 +309,7 @@ def test_parallel_kernels_do_not_depend_on_the_number_of_parts(monkeypatch):
 
 
 def test_compiled_list_scores_equal_torch_scores():
-    from reinforcens.models.gmf import TorchScorer
+    from reinforcens.models import TorchScorer
 
     m, _ = _twins()
     g = np.random.default_rng(0)

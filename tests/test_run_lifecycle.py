@@ -290,7 +290,7 @@ def test_evaluate_run_from_another_folder_finds_its_data(tiny_prepared, tmp_path
 def test_out_of_range_list_items_are_refused_not_read(tiny_prepared, tmp_path, capsys):
     from reinforcens.data.split import EvalLists
     from reinforcens.evaluation import evaluate_lists
-    from reinforcens.models.gmf import GMF, TorchScorer
+    from reinforcens.models import GMF, TorchScorer
 
     # through the Python API: an IndexError, not numbers computed from memory past the table
     model = GMF(tiny_prepared.n_users, tiny_prepared.n_items, 8)

@@ -27,6 +27,18 @@ class TrainConfig(StrictModel):
     sampler_options: dict[str, Any] = Field(
         default_factory=dict, description="the sampler's own options (validated by the sampler)"
     )
+    model: Literal["gmf", "mf", "lightgcn"] = Field(
+        "gmf",
+        description="the recommender: 'gmf' (h . (p_u * q_i), He et al. 2017), 'mf' (p_u . q_i) or "
+        "'lightgcn' (He et al. 2020: embeddings propagated over the graph of training clicks)",
+    )
+    layers: int = Field(3, ge=0, description="LightGCN's propagation layers K (lightgcn only)")
+    sampler_model: Literal["auto", "gmf", "mf"] = Field(
+        "auto",
+        description="the own model of the learned samplers (RNS, KBGAN, IRGAN's generator): 'auto' is "
+        "the recommender's kind for gmf and mf and 'mf' for lightgcn (started from its propagated "
+        "embeddings, it scores as the LightGCN does)",
+    )
     dim: int = Field(32, ge=1, description="embedding size K")
     init_std: Annotated[float, Field(gt=0)] | Literal["xavier"] = Field(
         0.1,
@@ -53,8 +65,8 @@ class TrainConfig(StrictModel):
     )
     init: Literal["auto", "scratch", "pretrained"] = Field(
         "auto",
-        description="start the recommender from scratch or from a BPR-GMF pretraining; 'auto' uses "
-        "the sampler's default (pretrained for learned samplers, scratch for static ones)",
+        description="start the recommender from scratch or from a BPR pretraining of the same model; "
+        "'auto' uses the sampler's default (pretrained for learned samplers, scratch for static ones)",
     )
     pretrained: str | None = Field(
         None,
@@ -104,6 +116,8 @@ class TrainConfig(StrictModel):
             raise ConfigError(f"config key {key!r}: {err['msg']}") from None
         from reinforcens.samplers import sampler_config
 
+        if cfg.layers != 3 and cfg.model != "lightgcn":
+            raise ConfigError(f"config key 'layers': only lightgcn has layers, not {cfg.model}")
         if cfg.init == "scratch" and cfg.pretrained:
             raise ConfigError("config keys 'init' and 'pretrained': init 'scratch' ignores the checkpoint")
         resolved = sampler_config(cfg.sampler, cfg.sampler_options).model_dump(mode="json")
@@ -137,6 +151,12 @@ class TrainConfig(StrictModel):
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)
+
+    def resolved_sampler_model(self) -> str:
+        """The kind of a learned sampler's own model (see ``sampler_model``)."""
+        if self.sampler_model != "auto":
+            return self.sampler_model
+        return self.model if self.model in ("gmf", "mf") else "mf"
 
     def resolved_init(self) -> str:
         from reinforcens.samplers import SAMPLERS

@@ -1,4 +1,5 @@
-"""Optimizers for GMF models: row-wise ("lazy") Adam for the embedding tables, Adam for ``h``.
+"""Optimizers: row-wise ("lazy") Adam for the tables of GMF and MF with Adam for GMF's ``h``, and an
+autograd Adam for every other recommender (:class:`AutogradOptimizer`).
 
 How the row-wise update differs from dense Adam
 -----------------------------------------------
@@ -47,7 +48,8 @@ import numpy as np
 import torch
 
 from reinforcens.backend import kernel_parts, np_view
-from reinforcens.losses import bpr_with_grads
+from reinforcens.losses import bpr_loss, bpr_with_grads, l2_penalty
+from reinforcens.models.base import Recommender
 from reinforcens.models.gmf import GMF
 
 
@@ -152,7 +154,8 @@ class GMFOptimizer:
     Parameters
     ----------
     model
-        The GMF whose ``user.weight``, ``item.weight`` and ``h`` are updated in place.
+        The GMF (or MF) whose ``user.weight``, ``item.weight`` and ``h`` are updated in place; an MF's
+        ``h`` (fixed at ones) is never written: the steps compute with it and update a scratch copy.
     lr
         Learning rate.
     betas, eps
@@ -189,6 +192,11 @@ class GMFOptimizer:
         for p in (self.model.user.weight, self.model.item.weight, self.model.h):
             p.grad = None
 
+    def h_target(self) -> torch.Tensor:
+        """The ``h`` a fused kernel updates in place: the model's own when it trains ``h`` (GMF), a
+        scratch copy of it otherwise (MF), so the model's stays fixed."""
+        return self.model.h if self.model.trains_h else self.model.h.clone()
+
     def step_rows(
         self,
         users: torch.Tensor,
@@ -223,7 +231,7 @@ class GMFOptimizer:
                 r = np_view(rows.reshape(-1).contiguous())
                 g = np_view(grads.detach().reshape(-1, k).contiguous())
                 rowwise_adam(r, g, *state.arrays(), *state.buffers(r.shape[0]), step_size, b1, b2, self.eps)
-            if h_grad is not None:
+            if h_grad is not None and self.model.trains_h:
                 hm, hv = np_view(self.h_moments[0]), np_view(self.h_moments[1])
                 g = np_view(h_grad.detach().contiguous())
                 adam_dense(g, np_view(self.model.h), hm, hv, self.lr, b1, b2, self.eps, bc1, bc2)
@@ -231,7 +239,7 @@ class GMFOptimizer:
         with torch.no_grad():
             self.user.step(users, user_grads, step_size, b1, b2, self.eps)
             self.item.step(items, item_grads, step_size, b1, b2, self.eps)
-            if h_grad is not None:
+            if h_grad is not None and self.model.trains_h:
                 self._step_h(h_grad, bc1, bc2)
 
     def _advance(self) -> tuple[float, float]:
@@ -272,7 +280,7 @@ class GMFOptimizer:
             b, parts = users.shape[0], kernel_parts()
             loss = bpr_adam_step(
                 np_view(users.contiguous()), np_view(pos.contiguous()), np_view(neg.contiguous()),
-                uw, iw, np_view(model.h), um, uv, im, iv,
+                uw, iw, np_view(self.h_target()), um, uv, im, iv,
                 np_view(self.h_moments[0]), np_view(self.h_moments[1]),
                 *self.user.buffers(parts * b), *self.item.buffers(parts * 2 * b), float(l2), self.lr,
                 self.betas[0], self.betas[1], self.eps, bc1, bc2, np_view(neg_scores), parts,
@@ -310,7 +318,7 @@ class GMFOptimizer:
             else:  # a dense gradient: every row with a nonzero gradient
                 rows = torch.nonzero(grad.abs().sum(1)).squeeze(1)
                 parts += [rows, grad[rows]]
-        h_grad = self.model.h.grad
+        h_grad = self.model.h.grad if self.model.trains_h else None
         self.step_rows(parts[0], parts[1], parts[2], parts[3], h_grad)
 
     def state_dict(self) -> dict[str, Any]:
@@ -380,3 +388,55 @@ def _from_torch_optimizers(state: dict[str, Any]) -> dict[str, Any]:
     if dst:
         out["h_exp_avg"], out["h_exp_avg_sq"] = dst["exp_avg"], dst["exp_avg_sq"]
     return out
+
+
+class AutogradOptimizer:
+    """BPR with :class:`torch.optim.Adam` through autograd, for recommenders without a fused step
+    (LightGCN): every step recomputes the model's effective tables with gradients.
+
+    The loss is GMF's (:func:`reinforcens.losses.bpr_with_grads`): ``sum_b softplus(-(r_ui - r_uj)) +
+    0.5 * l2 * sum ||e||^2`` over the parameter rows of the batch (:meth:`Recommender.regularised_rows`:
+    LightGCN's ``E^(0)`` rows). Adam is dense (every parameter with a gradient moves each step), as
+    RecBole and the LightGCN authors train.
+    """
+
+    def __init__(
+        self, model: Recommender, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ):
+        self.model = model
+        self.lr = float(lr)
+        self.adam = torch.optim.Adam(model.parameters(), lr=self.lr, betas=betas, eps=eps)
+
+    @property
+    def steps(self) -> int:
+        states = list(self.adam.state.values())
+        return int(states[0]["step"]) if states else 0
+
+    def bpr_step(
+        self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, l2: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One BPR step; returns the summed batch loss and the pre-step scores of the negatives."""
+        model = self.model
+        _check_rows(users, model.n_users, "user")
+        _check_rows(pos, model.n_items, "positive item")
+        _check_rows(neg, model.n_items, "negative item")
+        t = model.tables(grad=True)
+        pu = t.user[users] * t.h
+        pos_s = torch.linalg.vecdot(pu, t.item[pos])
+        neg_s = torch.linalg.vecdot(pu, t.item[neg])
+        loss = bpr_loss(pos_s, neg_s)
+        if l2 > 0:
+            loss = loss + l2 * l2_penalty(*model.regularised_rows(users, torch.cat([pos, neg])))
+        self.adam.zero_grad(set_to_none=True)
+        loss.backward()
+        self.adam.step()
+        model.changed()
+        return loss.detach(), neg_s.detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": "adam", "adam": self.adam.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("kind") != "adam":
+            raise ValueError(f"not an autograd Adam state (kind {state.get('kind')!r})")
+        self.adam.load_state_dict(state["adam"])

@@ -8,8 +8,9 @@ ids, the ids of the log:
   (the recommender; IRGAN's generator), the user's training clicks excluded unless asked otherwise;
   ties are broken by the lower internal item id, so the output is deterministic;
 - :meth:`~TrainedRecommender.similar_items`: the ``k`` items closest to each item by the cosine of their
-  vectors in user space, ``h * q_i`` (GMF scores ``p_u . (h * q_i)``);
-- :meth:`~TrainedRecommender.export`: the embedding tables with their raw ids and the model's config.
+  vectors in user space, ``h * Q_i`` (every model scores ``P_u . (h * Q_i)`` with its effective tables,
+  :meth:`reinforcens.models.Recommender.tables`; ``h`` is all ones but for GMF);
+- :meth:`~TrainedRecommender.export`: the effective tables with their raw ids and the model's config.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from reinforcens.atomic import atomic_open, atomic_write_json
 from reinforcens.config import TrainConfig
 from reinforcens.data.prepared import PreparedDataset
 from reinforcens.errors import ConfigError
-from reinforcens.models.gmf import GMF
+from reinforcens.models.base import Recommender
 
 
 def _positions(raw: np.ndarray, wanted: Iterable[Any], what: str) -> np.ndarray:
@@ -63,7 +64,7 @@ class TrainedRecommender:
     """A finished run's ranking model with the id maps and training clicks of its data."""
 
     config: TrainConfig
-    model: GMF
+    model: Recommender
     data: PreparedDataset
     run_dir: Path
 
@@ -79,8 +80,9 @@ class TrainedRecommender:
         if not run_dir.is_dir():
             raise ConfigError(f"--run {run_dir}: no such run directory")
         rundir.read_metrics(run_dir)  # an unfinished run has no selected model
-        cfg, model, _ = load_run(run_dir, device)
-        return cls(cfg, model.eval(), rundir.data_for(run_dir, data), run_dir)
+        prepared = rundir.data_for(run_dir, data)
+        cfg, model, _ = load_run(run_dir, device, data=prepared)
+        return cls(cfg, model.eval(), prepared, run_dir)
 
     def user_index(self, raw_user_ids: Iterable[Any]) -> np.ndarray:
         return _positions(self.data.user_ids, raw_user_ids, "user")
@@ -131,9 +133,9 @@ class TrainedRecommender:
         return pd.concat(frames, ignore_index=True) if frames else _empty("user", "item")
 
     def item_vectors(self) -> torch.Tensor:
-        """Each item in user space: ``h * q_i`` (a user's score is the dot product with ``p_u``)."""
-        with torch.no_grad():
-            return (self.model.item.weight * self.model.h).double().cpu()
+        """Each item in user space: ``h * Q_i`` (a user's score is the dot product with ``P_u``)."""
+        t = self.model.tables()
+        return (t.item * t.h).double().cpu()
 
     def similar_items(self, raw_item_ids: Iterable[Any], k: int = 10) -> pd.DataFrame:
         """The ``k`` most similar other items of each item by cosine of :meth:`item_vectors`.
@@ -168,18 +170,16 @@ class TrainedRecommender:
         """Write the model for use elsewhere; returns the files written.
 
         ``out/`` gets ``user_factors.npy`` and ``item_factors.npy`` (float32, row ``i`` is internal id
-        ``i``), ``h.npy``, ``user_ids.parquet`` and ``item_ids.parquet`` (column ``raw_id``, in row
+        ``i``: the effective tables, for LightGCN its propagated embeddings), ``h.npy`` (ones but for
+        GMF), ``user_ids.parquet`` and ``item_ids.parquet`` (column ``raw_id``, in row
         order), and ``model.json`` (the score formula, sizes, the run and its config). Every file is
         written atomically.
         """
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         m = self.model
-        arrays = {
-            "user_factors.npy": m.user.weight,
-            "item_factors.npy": m.item.weight,
-            "h.npy": m.h,
-        }
+        t = m.tables()
+        arrays = {"user_factors.npy": t.user, "item_factors.npy": t.item, "h.npy": t.h}
         written = []
         for name, tensor in arrays.items():
             with atomic_open(out / name, "wb") as f:
@@ -192,11 +192,12 @@ class TrainedRecommender:
         atomic_write_json(
             out / "model.json",
             {
-                "model": "gmf",
+                "model": m.kind,
                 "score": "h . (user_factors[u] * item_factors[i])",
+                "factors": "propagated embeddings" if not m.dot_product else "embedding tables",
                 "n_users": m.n_users,
                 "n_items": m.n_items,
-                "dim": int(m.h.numel()),
+                "dim": int(t.h.numel()),
                 "ranking_model": "generator" if self.config.sampler == "irgan" else "recommender",
                 "run": str(self.run_dir.resolve()),
                 "config": json.loads(self.config.to_json()),

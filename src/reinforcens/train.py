@@ -1,9 +1,10 @@
-"""The trainer: a recommender R (GMF, BPR loss) and a negative sampler S, with early stopping.
+"""The trainer: a recommender R (a :class:`reinforcens.models.Recommender`, BPR loss) and a negative
+sampler S, with early stopping.
 
 ``Trainer(data, config, out_dir).fit()`` runs, in ``out_dir``:
 
-- an optional pretraining stage (BPR-GMF with uniform negatives, early stopped on validation AUC) that
-  initialises R and, for learned samplers, S (``pretrain/``);
+- an optional pretraining stage (BPR of the run's model with uniform negatives, early stopped on
+  validation AUC) that initialises R and, for learned samplers, S (``pretrain/``);
 - the main stage: per minibatch, S samples one negative per positive, R takes a BPR step, then S takes
   its own update; validation AUC/NDCG every ``eval_every`` epochs; the best state is kept and training
   stops after ``patience`` evaluations without improvement, but never before the stage has taken
@@ -39,8 +40,7 @@ from reinforcens.data.prepared import PreparedDataset
 from reinforcens.errors import ConfigError, DataError
 from reinforcens.evaluation import evaluate, evaluate_lists
 from reinforcens.lock import LOCK_FILE, DirectoryLock
-from reinforcens.models.gmf import GMF, TorchScorer
-from reinforcens.optim import GMFOptimizer
+from reinforcens.models import MODELS, ModelSpec, Recommender, TorchScorer, make_model
 from reinforcens.samplers import NegativeSampler, SamplerContext, make_sampler
 from reinforcens.training_data import TrainingData
 
@@ -79,7 +79,7 @@ class StageResult:
 
 
 class Trainer:
-    """Train a GMF recommender with a negative sampler on a prepared dataset.
+    """Train a recommender (the config's ``model``) with a negative sampler on a prepared dataset.
 
     Parameters
     ----------
@@ -167,19 +167,16 @@ class Trainer:
         atomic_write_json(out / rundir.RUN, self.run_info())
         atomic_write_text(out / rundir.CONFIG, self.config.to_json() + "\n")
 
-    def _new_model(self, gen: torch.Generator) -> GMF:
+    def _new_model(self, gen: torch.Generator) -> Recommender:
         seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
         cpu = torch.Generator().manual_seed(seed)
-        cfg = self.config
-        return GMF(self.data.n_users, self.data.n_items, cfg.dim, cfg.init_std, generator=cpu).to(
-            self.device
-        )
+        return make_model(ModelSpec.of(self.config, self.data), generator=cpu).to(self.device)
 
     # ------------------------------------------------------------------ one epoch
     def train_epoch(
         self,
-        model: GMF,
-        optimizer: GMFOptimizer,
+        model: Recommender,
+        optimizer: Any,
         sampler: NegativeSampler,
         batch_gen: torch.Generator,
         repeat: int,
@@ -241,23 +238,23 @@ class Trainer:
 
     @staticmethod
     def _bpr_step(
-        model: GMF,
-        optimizer: GMFOptimizer,
+        model: Recommender,
+        optimizer: Any,
         users: torch.Tensor,
         pos: torch.Tensor,
         neg: torch.Tensor,
         l2: float,
         total: torch.Tensor,
     ) -> torch.Tensor:
-        """One BPR step of the recommender with hand-computed gradients and the row-wise Adam update
-        (:meth:`GMFOptimizer.bpr_step`); adds the batch loss to ``total`` and returns the pre-step
+        """One BPR step of the recommender (its optimizer's ``bpr_step``: the fused row-wise step of
+        GMF and MF, an autograd step otherwise); adds the batch loss to ``total`` and returns the pre-step
         negative scores."""
         loss, neg_s = optimizer.bpr_step(users, pos, neg, l2)
         total.add_(loss)
         return neg_s
 
-    def validate(self, model: GMF) -> dict[str, float]:
-        scorer = TorchScorer(model)
+    def validate(self, model: Recommender) -> dict[str, float]:
+        scorer = TorchScorer(model, self.backend)
         return evaluate_lists(scorer, self.data.valid)
 
     # ------------------------------------------------------------------ a stage
@@ -265,7 +262,7 @@ class Trainer:
         self,
         name: str,
         stage_dir: Path | None,
-        model: GMF,
+        model: Recommender,
         sampler: NegativeSampler,
         gens: list[torch.Generator],
         max_epochs: int,
@@ -274,7 +271,7 @@ class Trainer:
         floor: float | None = None,
     ) -> StageResult:
         cfg = self.config
-        optimizer = GMFOptimizer(model, cfg.lr, backend=self.backend)
+        optimizer = model.make_optimizer(cfg.lr, self.backend)
         rank_model = sampler.ranking_model(model)
         start_epoch, best_epoch, bad, seconds = 1, 0, 0, 0.0
         history: list[dict[str, Any]] = []
@@ -439,7 +436,7 @@ class Trainer:
         return records
 
     def _state(
-        self, model: GMF, sampler: NegativeSampler, epoch: int, valid: dict
+        self, model: Recommender, sampler: NegativeSampler, epoch: int, valid: dict
     ) -> dict[str, Any]:
         return {
             "recommender": {k: v.detach().clone() for k, v in model.state_dict().items()},
@@ -549,14 +546,16 @@ class Trainer:
         t_start = time.perf_counter()
         gens = _generators(cfg.seed, self.device, 3)
         model = self._new_model(gens[0])
-        ctx = SamplerContext(dim=cfg.dim, lr=cfg.lr, l2=cfg.l2, init_std=cfg.init_std)
+        ctx = SamplerContext(
+            dim=cfg.dim, lr=cfg.lr, l2=cfg.l2, init_std=cfg.init_std, model=cfg.resolved_sampler_model()
+        )
         sampler = make_sampler(cfg.sampler, self.train_data, gens[2], cfg.sampler_options, ctx)
         floor = None
         pre_epochs = 0
         if cfg.resolved_init() == "pretrained":
             pre, floor = self._pretrain()
             model.load_state_dict(pre["recommender"])
-            sampler.init_from_pretrained(pre["recommender"])
+            sampler.init_from_pretrained(model.dot_state())
             pre_epochs = int(pre.get("epoch", 0))
             if floor is None:
                 floor = -math.inf
@@ -574,7 +573,7 @@ class Trainer:
         model.load_state_dict(res.best_state["recommender"])
         if res.best_state["sampler"]:
             sampler.load_state_dict(res.best_state["sampler"])
-        scorer = TorchScorer(sampler.ranking_model(model))
+        scorer = TorchScorer(sampler.ranking_model(model), self.backend)
         results = evaluate(scorer, self.data, full_k=cfg.full_k)
         metrics: dict[str, Any] = {
             "sampler": cfg.sampler,
@@ -625,10 +624,18 @@ _LAST_KEYS = ("recommender", "optimizer", "sampler", "generators", "epoch", "bes
               "seconds", "best_valid")  # fmt: skip
 
 
-def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[TrainConfig, GMF, dict[str, Any]]:
+def load_run(
+    run_dir: str | Path,
+    device: str = "cpu",
+    data: PreparedDataset | None = None,
+    recommender: bool = False,
+) -> tuple[TrainConfig, Recommender, dict[str, Any]]:
     """Load a finished run's config and its ranking model (the best state).
 
-    Returns the config, the model that ranks (the generator for IRGAN), and the checkpoint dict.
+    Returns the config, the model that ranks (the generator for IRGAN; with ``recommender``, the
+    recommender in every case), and the checkpoint dict.
+    ``data``: the run's prepared dataset, needed by graph models (LightGCN) to rebuild their graph;
+    found from the run's ``data.json`` when not given (:func:`reinforcens.rundir.data_for`).
 
     Raises
     ------
@@ -640,11 +647,24 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[TrainConfig, GMF
     cfg = rundir.read_config(run_dir)
     path = run_dir / rundir.BEST
     st = load_checkpoint(path, device, require=_STATE_KEYS)
-    model = GMF(int(st["n_users"]), int(st["n_items"]), cfg.dim)
+    ranks_with_sampler = cfg.sampler == "irgan" and not recommender
+    kind = cfg.resolved_sampler_model() if ranks_with_sampler else cfg.model
+    if MODELS[kind].dot_product:
+        spec = ModelSpec(kind, int(st["n_users"]), int(st["n_items"]), cfg.dim)
+    else:
+        if data is None:
+            data = rundir.data_for(run_dir)
+        if data.fingerprint != rundir.read_data_info(run_dir)["fingerprint"]:
+            raise ConfigError(
+                f"{run_dir}: a {kind} model's graph is its training clicks, and {data.path} holds other "
+                "clicks than the data it was trained on"
+            )
+        spec = ModelSpec.of(cfg, data, kind)
+    model = make_model(spec)
     try:
-        model.load_state_dict(st["sampler"]["model"] if cfg.sampler == "irgan" else st["recommender"])
+        model.load_state_dict(st["sampler"]["model"] if ranks_with_sampler else st["recommender"])
     except (KeyError, RuntimeError, TypeError) as exc:
-        raise DataError(f"not a {cfg.sampler} run's model of dim {cfg.dim} ({exc})", path) from None
+        raise DataError(f"not a {cfg.sampler} run's {kind} model of dim {cfg.dim} ({exc})", path) from None
     return cfg, model.to(device), st
 
 

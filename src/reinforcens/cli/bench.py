@@ -107,6 +107,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="training kernels of our methods (default auto: numba on the CPU)",
     )
     p.add_argument(
+        "--model",
+        default="gmf",
+        choices=["gmf", "mf", "lightgcn"],
+        help="the recommender of our methods (default gmf)",
+    )
+    p.add_argument(
         "--methods",
         default=",".join(METHODS),
         help=f"comma-separated subset of {', '.join(METHODS)}",
@@ -259,7 +265,6 @@ class _OurMethod:
 
 
 def _our_method(trainer, name: str, seed: int) -> _OurMethod:
-    from reinforcens.optim import GMFOptimizer
     from reinforcens.samplers import SamplerContext, make_sampler
     from reinforcens.train import _generators
 
@@ -267,9 +272,11 @@ def _our_method(trainer, name: str, seed: int) -> _OurMethod:
     cfg = trainer.config
     gens = _generators(seed, trainer.device, 3)
     model = trainer._new_model(gens[0])
-    ctx = SamplerContext(dim=cfg.dim, lr=cfg.lr, l2=cfg.l2, init_std=cfg.init_std)
+    ctx = SamplerContext(
+        dim=cfg.dim, lr=cfg.lr, l2=cfg.l2, init_std=cfg.init_std, model=cfg.resolved_sampler_model()
+    )
     sampler = make_sampler(sampler_name, trainer.train_data, gens[2], options, ctx)
-    opt = GMFOptimizer(model, cfg.lr, backend=trainer.backend)
+    opt = model.make_optimizer(cfg.lr, trainer.backend)
     return _OurMethod(trainer, model, opt, sampler, gens[1])
 
 
@@ -316,6 +323,7 @@ def run_timing(
     quiet: bool = False,
     implicit_threads: int | None = None,
     backend: str = "auto",
+    recommender: str = "gmf",
 ) -> dict[str, Any]:
     """Time the methods on a preset and return the results dict (see the module docstring).
 
@@ -337,11 +345,13 @@ def run_timing(
         implicit's ``num_threads`` (default: ``threads``).
     backend
         Training kernels of our methods (:mod:`reinforcens.backend`).
+    recommender
+        The model of our methods (the ``model`` config value).
     """
     from reinforcens.config import TrainConfig
     from reinforcens.data.prepared import load_prepared
     from reinforcens.evaluation import evaluate_lists
-    from reinforcens.models.gmf import TorchScorer
+    from reinforcens.models import TorchScorer
     from reinforcens.train import Trainer, resolve_device
 
     unknown = sorted(set(methods) - set(METHODS))
@@ -354,7 +364,7 @@ def run_timing(
     clock = _Clock(dev)
     prep = ensure_prepared(preset, cache, seed, quiet)
     data = load_prepared(prep)
-    cfg = TrainConfig.build(device=device, seed=seed, backend=backend)
+    cfg = TrainConfig.build(device=device, seed=seed, backend=backend, model=recommender)
     trainer = Trainer(data, cfg, None, progress=False)
     warm = warmup_batches * cfg.batch_size
 
@@ -373,7 +383,7 @@ def run_timing(
             runners[name] = ours[name].epoch
     if "eval_lists" in methods:
         model = ours["bpr"].model if "bpr" in ours else _our_method(trainer, "bpr", seed).model
-        scorer = TorchScorer(model)
+        scorer = TorchScorer(model, trainer.backend)
         runners["eval_lists"] = lambda: evaluate_lists(scorer, data.test)
 
     limits = _blas_single_thread()
@@ -429,7 +439,7 @@ def run_timing(
         "batch_size": cfg.batch_size,
         "batches_per_epoch": -(-data.stats()["train"] // cfg.batch_size),
         "machine": machine_info(threads, dev)
-        | {"implicit_threads": implicit_threads or threads, "backend": trainer.backend},
+        | {"implicit_threads": implicit_threads or threads, "backend": trainer.backend, "model": recommender},
         "times": {name: {"median": med[name], "runs": times[name]} for name in times},
         "ratios": ratios,
         "targets": targets,
@@ -612,6 +622,7 @@ def run(args: argparse.Namespace) -> int:
             quiet=args.quiet,
             implicit_threads=args.implicit_threads,
             backend=args.backend,
+            recommender=args.model,
         )
     m = result["machine"]
     print(

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 def _evaluate_run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     from pathlib import Path
 
-    from reinforcens.models.gmf import TorchScorer
+    from reinforcens.models import TorchScorer
     from reinforcens.rundir import data_for
     from reinforcens.train import load_run
 

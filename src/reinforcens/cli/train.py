@@ -26,6 +26,9 @@ def init_std(text: str) -> float | str:
 
 #: training options shared by ``train``, ``compare``, ``sweep``...: (flag, config key, type)
 TRAIN_FLAGS: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
+    ("--model", "model", str),
+    ("--layers", "layers", int),
+    ("--sampler-model", "sampler_model", str),
     ("--epochs", "epochs", int),
     ("--pretrain-epochs", "pretrain_epochs", int),
     ("--patience", "patience", int),
@@ -125,7 +128,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a recommender with a negative sampler",
-        description="Train GMF with BPR while a negative sampler picks the negatives. Samplers: "
+        description="Train a recommender (--model gmf, mf or lightgcn) with BPR while a negative "
+        "sampler picks the negatives. Samplers: "
         + ", ".join(SAMPLERS),
     )
     p.add_argument("--data", required=True, help="prepared dataset directory")

@@ -25,7 +25,7 @@ from reinforcens.experiments.compare import (
     summarize,
     tuned_overrides,
 )
-from reinforcens.experiments.runner import Method, method_values
+from reinforcens.experiments.runner import Method, display_name, method_values
 from reinforcens.lock import DirectoryLock
 from reinforcens.samplers import sampler_config
 
@@ -35,14 +35,21 @@ def ablation_methods(
     rns_beta: float | None = None,
     es_beta: float | None = None,
     tuned: dict[str, Any] | None = None,
+    model: str = "gmf",
 ) -> list[Method]:
-    """The four methods of Table 3 (keys ``uniform``, ``kbgan``, ``rns-es``, ``rns``)."""
+    """The four methods of Table 3 (keys ``uniform``, ``kbgan``, ``rns-es``, ``rns``); ``model``: the
+    recommender, which names the uniform row (``BPR-GMF``, ``BPR-MF``, ...)."""
 
     def opts(**kw: float | None) -> dict[str, float]:
         return {k: v for k, v in kw.items() if v is not None}
 
     return [
-        Method("uniform", "uniform", values=tuned_overrides(tuned, "uniform"), label="BPR-GMF"),
+        Method(
+            "uniform",
+            "uniform",
+            values=tuned_overrides(tuned, "uniform"),
+            label=display_name("uniform", model),
+        ),
         Method("kbgan", "kbgan", values=tuned_overrides(tuned, "kbgan"), label="RNS-AS"),
         Method("rns-es", "rns-es", opts(beta=es_beta), tuned_overrides(tuned, "rns-es"), label="RNS-ES"),
         Method(
@@ -93,7 +100,7 @@ def ablation(
     """
     seeds = parse_seeds(seeds)
     base = dict(base or {})
-    methods = ablation_methods(rns_alpha, rns_beta, es_beta, tuned)
+    methods = ablation_methods(rns_alpha, rns_beta, es_beta, tuned, str(base.get("model", "gmf")))
     pre = {**base, **tuned_overrides(tuned, "uniform")}
     out = Path(out)
     record = data_record(data)  # the data is loaded and verified before anything is written

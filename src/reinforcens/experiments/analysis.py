@@ -81,17 +81,11 @@ def _load_data_for(run_dir: Path, data: str | Path | None):
 
 
 def _recommender(run_dir: Path):
-    from reinforcens.models.gmf import GMF
+    """The run's recommender (for IRGAN too, whose ranking model is its generator)."""
     from reinforcens.train import load_run
 
-    cfg, _, st = load_run(run_dir)  # validates the files; for IRGAN its model is the generator
-    model = GMF(int(st["n_users"]), int(st["n_items"]), cfg.dim)
-    try:
-        model.load_state_dict(st["recommender"])
-    except RuntimeError as exc:
-        raise DataError(f"not a model of dim {cfg.dim} ({exc})", run_dir / "best.pt") from None
-    model.eval()
-    return cfg, model
+    cfg, model, _ = load_run(run_dir, recommender=True)
+    return cfg, model.eval()
 
 
 def _ranking_model(run_dir: Path):
@@ -124,7 +118,8 @@ def popularity_alignment(model, clicks: np.ndarray) -> float:
     Parameters
     ----------
     model
-        A GMF; item ``i``'s mean score over users is ``h . (mean_u p_u * q_i)``.
+        A recommender; with its effective tables ``P, Q, h``, item ``i``'s mean score over users is
+        ``h . (mean_u P_u * Q_i)``.
     clicks
         Training clicks per item.
 
@@ -136,8 +131,9 @@ def popularity_alignment(model, clicks: np.ndarray) -> float:
     from scipy.stats import spearmanr
 
     with torch.no_grad():
-        mean_user = model.user.weight.double().mean(0)
-        scores = (model.item.weight.double() * mean_user) @ model.h.double()
+        t = model.tables()
+        mean_user = t.user.double().mean(0)
+        scores = (t.item.double() * mean_user) @ t.h.double()
     clicks = np.asarray(clicks)
     if np.ptp(clicks) == 0 or float(scores.max() - scores.min()) == 0:
         return float("nan")

@@ -33,19 +33,20 @@ from reinforcens.errors import ConfigError
 from reinforcens.experiments import report
 from reinforcens.experiments.runner import (
     ITEMPOP,
-    LABELS,
     Method,
     check_options_used,
     data_fingerprint,
     default_jobs,
+    display_name,
     plan,
     run_specs,
 )
 from reinforcens.experiments.stats import mean_std, paired_pvalue
 from reinforcens.lock import DirectoryLock
+from reinforcens.samplers import PAPER_SAMPLERS
 
-#: the methods of the paper's Table 2, in its order
-PAPER_METHODS = ("itempop", "uniform", "dns", "kbgan", "irgan", "exposure", "ebpr", "rns")
+#: the methods of the paper's Table 2, in its order: ItemPop, then the samplers by their ``paper_order``
+PAPER_METHODS: tuple[str, ...] = (ITEMPOP, *PAPER_SAMPLERS)
 
 
 def canonical_method(name: str) -> str:
@@ -384,7 +385,8 @@ def compare(
             names.append(reference)
     seeds = parse_seeds(seeds)
     base = dict(base or {})
-    ms = [Method(n, n, values=tuned_overrides(tuned, n), label=LABELS.get(n, n)) for n in names]
+    model = str(base.get("model", "gmf"))
+    ms = [Method(n, n, values=tuned_overrides(tuned, n), label=display_name(n, model)) for n in names]
     pre = {**base, **tuned_overrides(tuned, "uniform")}
     out = Path(out)
     record = data_record(data)  # the data is loaded and verified before anything is written

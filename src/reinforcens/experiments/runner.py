@@ -57,19 +57,22 @@ if TYPE_CHECKING:
 #: the method name of the popularity ranker (no training; one run per seed for paired tests)
 ITEMPOP = "itempop"
 
-#: the paper's display names of the methods (Tables 2 and 3)
-LABELS = {
-    ITEMPOP: "ItemPop",
-    "uniform": "BPR-GMF",
-    "popularity": "BPR-Pop",
-    "dns": "BPR-DNS",
-    "kbgan": "KBGAN",
-    "irgan": "IRGAN",
-    "exposure": "BPR-EN",
-    "ebpr": "EBPR",
-    "rns": "RNS",
-    "rns-es": "RNS-ES",
-}
+#: the display name of :data:`ITEMPOP` (a sampler's is its class's ``label``)
+ITEMPOP_LABEL = "ItemPop"
+
+
+def display_name(name: str, model: str = "gmf", default: str | None = None) -> str:
+    """The paper's display name of a method (Tables 2 and 3): ``ItemPop`` for :data:`ITEMPOP`, a
+    sampler's label (:func:`reinforcens.samplers.method_label`, e.g. ``BPR-GMF`` for ``uniform``) for
+    a registry name, otherwise ``default`` (``name`` itself if not given)."""
+    from reinforcens.samplers import SAMPLERS, method_label
+
+    if name == ITEMPOP:
+        return ITEMPOP_LABEL
+    if name in SAMPLERS:
+        return method_label(name, model)
+    return name if default is None else default
+
 
 #: keys of a run's config that do not change its result or are tied to its location
 _IGNORED_KEYS = ("device", "pretrained", "seed")
@@ -101,7 +104,7 @@ class Method:
 
     @property
     def display(self) -> str:
-        return self.label or LABELS.get(self.sampler, self.key)
+        return self.label or display_name(self.sampler, default=self.key)
 
 
 @dataclass
@@ -281,30 +284,22 @@ def pretraining_values(base: dict[str, Any]) -> dict[str, Any]:
 
 def method_values(method: Method, base: dict[str, Any]) -> dict[str, Any]:
     """The training values of ``method``: ``base`` with the method's overrides; of the sampler options
-    in ``base``, only those that the sampler has and that do not define the method (see
-    :data:`DEFINING_OPTIONS`)."""
+    in ``base``, only those that the sampler has and that do not define the method (its
+    :attr:`~reinforcens.samplers.NegativeSampler.defining_options`: e.g. ``--alpha`` tunes RNS and
+    must not turn KBGAN, whose alpha is 0, into RNS)."""
     from reinforcens.samplers import SAMPLERS
 
     values = {k: v for k, v in base.items() if k != "sampler_options"}
     if method.sampler == ITEMPOP:
         return {k: v for k, v in values.items() if k == "full_k"}
     fields = SAMPLERS[method.sampler].Config.model_fields
-    fixed = DEFINING_OPTIONS.get(method.sampler, ())
+    fixed = SAMPLERS[method.sampler].defining_options
     opts = {k: v for k, v in (base.get("sampler_options") or {}).items() if k in fields and k not in fixed}
     values.update({k: v for k, v in method.values.items() if k != "sampler_options"})
     opts.update(method.values.get("sampler_options", {}))
     opts.update(method.options)
     values["sampler_options"] = opts
     return values
-
-
-#: options that make a sampler what it is; options given for all methods leave them alone
-#: (e.g. ``--alpha`` tunes RNS and must not turn KBGAN, whose alpha is 0, into RNS)
-DEFINING_OPTIONS: dict[str, tuple[str, ...]] = {
-    "kbgan": ("alpha", "beta", "exposed_candidates", "hardness"),
-    "irgan": ("alpha", "beta", "exposed_candidates", "hardness"),
-    "rns-es": ("hardness",),
-}
 
 
 def check_options_used(methods: Sequence[Method], options: dict[str, Any]) -> None:
@@ -316,7 +311,7 @@ def check_options_used(methods: Sequence[Method], options: dict[str, Any]) -> No
         if not any(
             m.sampler != ITEMPOP
             and name in SAMPLERS[m.sampler].Config.model_fields
-            and name not in DEFINING_OPTIONS.get(m.sampler, ())
+            and name not in SAMPLERS[m.sampler].defining_options
             for m in methods
         ):
             unused.append(name)

@@ -34,11 +34,11 @@ from reinforcens.errors import ConfigError
 from reinforcens.experiments import report
 from reinforcens.experiments.runner import (
     ITEMPOP,
-    LABELS,
     Method,
     RunSpec,
     data_fingerprint,
     default_jobs,
+    display_name,
     method_values,
     needs_pretraining,
     pretraining_values,
@@ -324,7 +324,7 @@ def format_tuned(tuned: dict[str, Any]) -> str:
         text = ", ".join(f"{k}={v:g}" for k, v in {**vals, **opts}.items())
         body.append(
             [
-                LABELS.get(n, n),
+                display_name(n),
                 str(e["trials"]),
                 str(e["grid_size"]),
                 report.fmt_value(e["valid_auc"]),

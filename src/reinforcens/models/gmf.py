@@ -1,15 +1,18 @@
-"""Generalized Matrix Factorization: ``score(u, i) = h . (p_u * q_i)`` (He et al., 2017)."""
+"""Generalized Matrix Factorization ``score(u, i) = h . (p_u * q_i)`` (He et al., WWW 2017) and plain
+matrix factorization ``score(u, i) = p_u . q_i`` (the BPR-MF of Rendle et al., UAI 2009)."""
 
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
+from reinforcens.models.base import ModelSpec, Recommender, Tables
 
-class GMF(nn.Module):
+
+class GMF(Recommender):
     """GMF scorer with user/item embeddings and an output weight vector, no bias.
 
     The embedding tables are ``nn.Embedding(sparse=True)`` so that a row-wise optimizer
@@ -30,6 +33,12 @@ class GMF(nn.Module):
         Seeds the initialisation.
     """
 
+    kind: ClassVar[str] = "gmf"
+    label: ClassVar[str] = "GMF"
+    dot_product: ClassVar[bool] = True
+    #: whether ``h`` is trained (GMF) or fixed at ones (MF)
+    trains_h: ClassVar[bool] = True
+
     def __init__(
         self,
         n_users: int,
@@ -49,91 +58,53 @@ class GMF(nn.Module):
                 std = math.sqrt(2.0 / (rows + dim)) if init_std == "xavier" else float(init_std)
                 table.weight.normal_(0.0, std, generator=generator)
 
-    def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Interaction features ``p_u * q_i``; ``items`` may have an extra trailing dimension."""
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, generator: torch.Generator | None = None) -> GMF:
+        return cls(spec.n_users, spec.n_items, spec.dim, spec.init_std, generator=generator)
+
+    def tables(self, grad: bool = False) -> Tables:
+        if grad:
+            return Tables(self.user.weight, self.item.weight, self.h)
+        return Tables(self.user.weight.detach(), self.item.weight.detach(), self.h.detach())
+
+    def features(self, users: torch.Tensor, items: torch.Tensor, grad: bool = False) -> torch.Tensor:
+        """Interaction features ``p_u * q_i``; ``items`` may have an extra trailing dimension. With
+        ``grad``, through the sparse embedding lookups (sparse table gradients)."""
+        if not grad:
+            return super().features(users, items)
         p = self.user(users)
         q = self.item(items)
         if q.dim() == p.dim() + 1:
             p = p.unsqueeze(-2)
         return p * q
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Scores of ``(users, items)``; ``items`` of shape (B,) or (B, N)."""
-        return self.features(users, items) @ self.h
+    def regularised_rows(self, users, items):
+        return self.user.weight[users], self.item.weight[items]
 
-    @torch.no_grad()
-    def candidate_scores(
-        self, users: torch.Tensor, items: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Scores of each user's candidates without building gradients.
+    def make_optimizer(self, lr: float, backend: str):
+        from reinforcens.optim import GMFOptimizer
 
-        Parameters
-        ----------
-        users
-            Shape (B,).
-        items
-            Shape (B, N).
-
-        Returns
-        -------
-        scores : torch.Tensor
-            Shape (B, N): ``h . (p_u * q_i)``.
-        user_rows : torch.Tensor
-            ``p_u``, shape (B, K).
-        item_rows : torch.Tensor
-            ``q_i``, shape (B, N, K).
-        """
-        pu = self.user.weight.index_select(0, users)
-        q = self.item.weight.index_select(0, items.reshape(-1)).view(*items.shape, self.dim)
-        scores = torch.linalg.vecdot(q, (pu * self.h).unsqueeze(1))
-        return scores, pu, q
-
-    @torch.no_grad()
-    def score_lists(self, users: torch.Tensor, items: torch.Tensor, chunk: int = 128) -> torch.Tensor:
-        """Scores of item lists (n, L) without building gradients.
-
-        Works through ``chunk`` users at a time so that the gathered item rows stay in cache.
-        """
-        out = torch.empty(items.shape, dtype=self.h.dtype, device=items.device)
-        for s in range(0, users.shape[0], chunk):
-            pu = self.user.weight.index_select(0, users[s : s + chunk]).mul_(self.h)
-            rows = items[s : s + chunk]
-            q = self.item.weight.index_select(0, rows.reshape(-1)).view(*rows.shape, self.dim)
-            out[s : s + chunk] = torch.linalg.vecdot(q, pu.unsqueeze(1))
-        return out
-
-    @torch.no_grad()
-    def score_all(self, users: torch.Tensor) -> torch.Tensor:
-        """Scores of every item for ``users``: (n, n_items)."""
-        return (self.user.weight[users] * self.h) @ self.item.weight.T
+        return GMFOptimizer(self, lr, backend=backend)
 
 
-class TorchScorer:
-    """Adapts a GMF to the numpy :class:`reinforcens.evaluation.Scorer` protocol."""
+class MF(GMF):
+    """Matrix factorization, ``score(u, i) = p_u . q_i``: a GMF whose ``h`` is fixed at ones (a
+    buffer, never trained), so it shares GMF's compiled training and scoring kernels. The BPR-MF of
+    Rendle et al. (UAI 2009), the common baseline of the negative-sampling papers since (MixGCF, DENS,
+    AHNS). ``init_std`` as GMF's."""
 
-    def __init__(self, model: GMF):
-        self.model = model
+    kind: ClassVar[str] = "mf"
+    label: ClassVar[str] = "MF"
+    trains_h: ClassVar[bool] = False
 
-    @property
-    def device(self) -> torch.device:
-        return self.model.h.device
-
-    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Scores of item lists; on the CPU with numba, one compiled pass (rows in parallel)."""
-        from reinforcens.backend import numba_available
-
-        if self.device.type == "cpu" and numba_available() and self.model.h.dtype == torch.float32:
-            from reinforcens.kernels import score_lists
-
-            m = self.model
-            return score_lists(
-                np.ascontiguousarray(users, dtype=np.int64), np.ascontiguousarray(items, dtype=np.int64),
-                m.user.weight.detach().numpy(), m.item.weight.detach().numpy(), m.h.detach().numpy(),
-            )  # fmt: skip
-        u = torch.as_tensor(np.asarray(users), device=self.device)
-        i = torch.as_tensor(np.asarray(items), device=self.device)
-        return self.model.score_lists(u, i).double().cpu().numpy()
-
-    def score_all(self, users: np.ndarray) -> np.ndarray:
-        u = torch.as_tensor(np.asarray(users), device=self.device)
-        return self.model.score_all(u).double().cpu().numpy()
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        dim: int = 32,
+        init_std: float | str = 0.1,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__(n_users, n_items, dim, init_std, generator)
+        del self.h
+        self.register_buffer("h", torch.ones(dim))

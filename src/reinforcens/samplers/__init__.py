@@ -1,6 +1,8 @@
 """Negative samplers behind one interface (:class:`NegativeSampler`), found by name.
 
-Adding a sampler is one new class (in its own module) and one line in :data:`SAMPLERS`.
+Adding a sampler is one new class (in its own module) and one line in :data:`SAMPLERS`; what the
+experiments need to know of it (its label, aliases, defining options, place in the paper's tables)
+are class attributes of the sampler, from which :data:`ALIASES` and :data:`PAPER_SAMPLERS` derive.
 """
 
 from __future__ import annotations
@@ -39,13 +41,30 @@ SAMPLERS: dict[str, type[NegativeSampler]] = {
     "rns": RNSSampler,
     "rns-es": RNSESSampler,
 }
-ALIASES = {
-    "bpr": "uniform",
-    "bpr-gmf": "uniform",
-    "bpr-dns": "dns",
-    "bpr-en": "exposure",
-    "rns-as": "kbgan",
-}
+#: alias -> registry name, from each sampler's :attr:`~NegativeSampler.aliases`
+ALIASES: dict[str, str] = {alias: name for name, cls in SAMPLERS.items() for alias in cls.aliases}
+#: the samplers of the paper's Table 2, in its order (each sampler's :attr:`~NegativeSampler.paper_order`)
+PAPER_SAMPLERS: tuple[str, ...] = tuple(
+    sorted(
+        (name for name, cls in SAMPLERS.items() if cls.paper_order is not None),
+        key=lambda name: SAMPLERS[name].paper_order or 0,
+    )
+)
+
+
+def method_label(sampler_name: str, model: str = "gmf") -> str:
+    """The display label of a sampler (name or alias) training the recommender ``model`` (a kind of
+    :data:`reinforcens.models.MODELS`), e.g. ``BPR-GMF`` for ``uniform``."""
+    label = SAMPLERS[canonical_name(sampler_name)].label
+    if "{model}" not in label:
+        return label
+    from reinforcens.models import MODELS
+
+    try:
+        model_label = MODELS[model].label
+    except KeyError:
+        raise ConfigError(f"unknown model {model!r}; known: {', '.join(MODELS)}") from None
+    return label.format(model=model_label)
 
 
 def canonical_name(name: str) -> str:
@@ -92,6 +111,8 @@ def make_sampler(
 
 
 __all__ = [
+    "ALIASES",
+    "PAPER_SAMPLERS",
     "SAMPLERS",
     "Negatives",
     "NegativeSampler",
@@ -99,5 +120,6 @@ __all__ = [
     "SamplerContext",
     "canonical_name",
     "make_sampler",
+    "method_label",
     "sampler_config",
 ]

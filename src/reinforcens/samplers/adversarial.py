@@ -1,10 +1,10 @@
 """Learned samplers trained by policy gradient: RNS, RNS-ES and KBGAN (= RNS-AS).
 
-A second GMF model S scores ``N_s`` candidates per positive (uniform among items the user neither
-clicked nor was exposed to, plus ``exposed_candidates`` drawn from the user's exposed-unclicked items),
-and samples one negative ``j`` from the softmax of its scores (Gumbel-max; an inverse-CDF draw in the
-compiled kernel). S sees the user, not the positive. After the recommender's step, S takes one
-REINFORCE step on the reward
+A second model S (a GMF or an MF, the run's ``sampler_model``) scores ``N_s`` candidates per
+positive (uniform among items the user neither clicked nor was exposed to, plus
+``exposed_candidates`` drawn from the user's exposed-unclicked items), and samples one negative ``j``
+from the softmax of its scores (Gumbel-max; an inverse-CDF draw in the compiled kernel). S sees the
+user, not the positive. After the recommender's step, S takes one REINFORCE step on the reward
 
 ``(hardness - b1) + alpha * ((1 - beta) * overlap + beta * mmd - b2)``
 
@@ -25,8 +25,7 @@ from pydantic import Field
 from reinforcens.backend import draw_seed, kernel_parts, np_view
 from reinforcens.losses import l2_penalty, reinforce_loss
 from reinforcens.mmd import DEFAULT_BANDWIDTHS, median_bandwidths, mmd_reward
-from reinforcens.models.gmf import GMF
-from reinforcens.optim import GMFOptimizer
+from reinforcens.models.base import Recommender
 from reinforcens.samplers.base import Negatives, NegativeSampler, SamplerConfig
 
 
@@ -69,17 +68,22 @@ class RNSSampler(NegativeSampler):
     Config = RNSConfig
     default_init = "pretrained"
     learned = True
+    label = "RNS"
+    paper_order = 7
 
     def __init__(self, config: RNSConfig, data, generator, context=None):
         super().__init__(config, data, generator, context)
+        from reinforcens.models import MODELS
+
         ctx = self.context
-        self.model = GMF(
+        #: the policy model: a GMF or an MF (``SamplerContext.model``), trained by the fused steps
+        self.model = MODELS[ctx.model](
             data.n_users, data.n_items, dim=ctx.dim, init_std=ctx.init_std, generator=_cpu_gen(generator)
         )
         self.model.to(data.device)
         self.lr = config.sampler_lr or ctx.lr
         self.l2 = ctx.l2 if config.sampler_l2 is None else config.sampler_l2
-        self.optimizer = GMFOptimizer(self.model, self.lr, backend=self.data.backend)
+        self.optimizer = self._new_optimizer()
         dev = data.device
         self.baseline = torch.zeros(2, dtype=torch.float64, device=dev)  # b1 hardness, b2 exposure
         # running sums over the epoch: hardness, exposure, overlap, mmd, total, count, entropy, and the
@@ -89,8 +93,15 @@ class RNSSampler(NegativeSampler):
     def init_from_pretrained(self, state: dict[str, torch.Tensor]) -> None:
         if self.config.sampler_init == "scratch":
             return
-        self.model.load_state_dict(state)
-        self.optimizer = GMFOptimizer(self.model, self.lr, backend=self.data.backend)
+        state = dict(state)
+        if not self.model.trains_h:  # an MF policy: fold the start's h into its user rows
+            state["user.weight"] = state["user.weight"] * state["h"]
+            state["h"] = torch.ones_like(state["h"])
+        self.model.load_state_dict({k: state[k] for k in self.model.state_dict()})
+        self.optimizer = self._new_optimizer()
+
+    def _new_optimizer(self):
+        return self.model.make_optimizer(self.lr, self.data.backend)
 
     @property
     def warmup_epochs(self) -> int:
@@ -170,7 +181,7 @@ class RNSSampler(NegativeSampler):
         self,
         users: torch.Tensor,
         items: torch.Tensor,
-        recommender: GMF,
+        recommender: Recommender,
         neg_scores: torch.Tensor,
         exposed: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
@@ -186,10 +197,11 @@ class RNSSampler(NegativeSampler):
             out["overlap"] = exposed.to(neg_scores.dtype)
             if c.beta > 0:
                 with torch.no_grad():
-                    pu = recommender.user.weight.index_select(0, users)
-                    gen = pu * recommender.item.weight.index_select(0, items)
+                    t = recommender.tables()
+                    pu = t.user.index_select(0, users)
+                    gen = pu * t.item.index_select(0, items)
                     exp_items, has = self.data.sample_exposed(users, 1, self.generator)
-                    exp_q = recommender.item.weight.index_select(0, exp_items.squeeze(1).clamp(min=0))
+                    exp_q = t.item.index_select(0, exp_items.squeeze(1).clamp(min=0))
                     exp_feat = (pu * exp_q)[has]
                     bw = c.bandwidths
                     if c.bandwidth_scale == "median":
@@ -289,7 +301,7 @@ class RNSSampler(NegativeSampler):
         parts = kernel_parts()
         reinforce_adam_step(
             np_view(users.contiguous()), cands, np_view(ex["choice"].reshape(-1)),
-            np_view(ex["log_softmax"]), np_view(r), uw, iw, np_view(self.model.h), um, uv, im, iv,
+            np_view(ex["log_softmax"]), np_view(r), uw, iw, np_view(opt.h_target()), um, uv, im, iv,
             np_view(opt.h_moments[0]), np_view(opt.h_moments[1]), *opt.user.buffers(parts * cands.shape[0]),
             *opt.item.buffers(parts * cands.size), float(self.l2), opt.lr, opt.betas[0], opt.betas[1],
             opt.eps, bc1, bc2, parts,
@@ -323,7 +335,7 @@ class RNSSampler(NegativeSampler):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer = GMFOptimizer(self.model, self.lr, backend=self.data.backend)
+        self.optimizer = self._new_optimizer()
         if state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
         self.baseline = state["baseline"].clone().to(torch.float64).to(self.data.device)
@@ -352,6 +364,9 @@ class RNSESSampler(RNSSampler):
 
     name = "rns-es"
     Config = RNSESConfig
+    label = "RNS-ES"
+    defining_options = ("hardness",)
+    paper_order = None
 
 
 class KBGANConfig(RNSConfig):
@@ -367,6 +382,10 @@ class KBGANSampler(RNSSampler):
 
     name = "kbgan"
     Config = KBGANConfig
+    label = "KBGAN"
+    aliases = ("rns-as",)
+    defining_options = ("alpha", "beta", "exposed_candidates", "hardness")
+    paper_order = 3
 
     def _uniform_excludes_exposed(self) -> bool:
         return self.config.exposed_candidates > 0

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 
 from reinforcens.config import StrictModel
-from reinforcens.models.gmf import GMF
+from reinforcens.models.base import Recommender
 from reinforcens.training_data import TrainingData
 
 
@@ -58,6 +58,8 @@ class SamplerContext:
     lr: float = 1e-3
     l2: float = 1e-5
     init_std: float | str = 0.1
+    #: the kind of a learned sampler's own model (``gmf`` or ``mf``: the fused REINFORCE step)
+    model: str = "gmf"
 
 
 class NegativeSampler:
@@ -83,6 +85,16 @@ class NegativeSampler:
     #: "scratch" or "pretrained": how the recommender starts when the run's ``init`` is "auto"
     default_init: ClassVar[str] = "scratch"
     learned: ClassVar[bool] = False
+    #: display name in tables (the paper's); ``{model}`` stands for the recommender's label
+    #: (:func:`reinforcens.samplers.method_label` fills it in)
+    label: ClassVar[str] = ""
+    #: other names that select this sampler (lower case, e.g. ``bpr-dns``)
+    aliases: ClassVar[tuple[str, ...]] = ()
+    #: options that make the sampler what it is: options given for all methods of an experiment
+    #: leave them alone (e.g. ``--alpha`` tunes RNS and must not turn KBGAN, whose alpha is 0, into RNS)
+    defining_options: ClassVar[tuple[str, ...]] = ()
+    #: position among the samplers of the paper's Table 2 (``None``: not in it)
+    paper_order: ClassVar[int | None] = None
 
     def __init__(
         self,
@@ -96,7 +108,7 @@ class NegativeSampler:
         self.generator = generator
         self.context = context or SamplerContext()
 
-    def sample(self, users: torch.Tensor, positives: torch.Tensor, recommender: GMF) -> Negatives:
+    def sample(self, users: torch.Tensor, positives: torch.Tensor, recommender: Recommender) -> Negatives:
         raise NotImplementedError
 
     def update(
@@ -104,7 +116,7 @@ class NegativeSampler:
         users: torch.Tensor,
         positives: torch.Tensor,
         negatives: Negatives,
-        recommender: GMF,
+        recommender: Recommender,
         neg_scores: torch.Tensor,
     ) -> dict[str, float]:
         return {}
@@ -113,9 +125,10 @@ class NegativeSampler:
         return {}
 
     def init_from_pretrained(self, state: dict[str, torch.Tensor]) -> None:
-        """Initialise a learned sampler's model from a pretrained GMF state (no-op if static)."""
+        """Initialise a learned sampler's model from a pretrained recommender's effective tables (the
+        state of a GMF: :meth:`reinforcens.models.base.Recommender.dot_state`; no-op if static)."""
 
-    def ranking_model(self, recommender: GMF) -> GMF:
+    def ranking_model(self, recommender: Recommender) -> Recommender:
         """The model that ranks at evaluation (the recommender, except for IRGAN)."""
         return recommender
 

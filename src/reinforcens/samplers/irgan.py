@@ -1,6 +1,7 @@
-"""IRGAN (Wang et al., SIGIR 2017) in its pairwise form, with GMF for both players.
+"""IRGAN (Wang et al., SIGIR 2017) in its pairwise form, with a dot-product generator (GMF or MF).
 
-The generator G (a GMF) samples an item for each positive from the softmax of its scores over ``N_s``
+The generator G (a GMF or MF, the run's ``sampler_model``) samples an item for each positive from
+the softmax of its scores over ``N_s``
 uniform non-clicked candidates; the discriminator (the recommender R) takes a BPR step that ranks the true
 positive above G's item; G then takes a REINFORCE step with reward ``log(1 + exp(r_uj))`` (IRGAN's
 generator reward), minus the previous epoch's mean. As in IRGAN and the RNS paper's comparison, the
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from reinforcens.models.gmf import GMF
+from reinforcens.models.base import Recommender
 from reinforcens.samplers.adversarial import RNSConfig, RNSSampler
 
 
@@ -34,6 +35,9 @@ class IRGANSampler(RNSSampler):
 
     name = "irgan"
     Config = IRGANConfig
+    label = "IRGAN"
+    defining_options = ("alpha", "beta", "exposed_candidates", "hardness")
+    paper_order = 4
 
     def _candidates_and_flags(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         n = self.config.n_candidates
@@ -44,5 +48,5 @@ class IRGANSampler(RNSSampler):
     def rewards(self, users, items, recommender, neg_scores, exposed=None):
         return {"hardness": F.softplus(neg_scores.detach())}
 
-    def ranking_model(self, recommender: GMF) -> GMF:
+    def ranking_model(self, recommender: Recommender) -> Recommender:
         return self.model

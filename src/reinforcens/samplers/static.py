@@ -6,7 +6,7 @@ import torch
 from pydantic import Field
 
 from reinforcens.backend import np_view
-from reinforcens.models.gmf import GMF
+from reinforcens.models.base import Recommender
 from reinforcens.samplers.base import Negatives, NegativeSampler, SamplerConfig
 
 
@@ -14,6 +14,9 @@ class UniformSampler(NegativeSampler):
     """BPR-GMF: a negative drawn uniformly among the items the user did not click."""
 
     name = "uniform"
+    label = "BPR-{model}"
+    aliases = ("bpr", "bpr-gmf")
+    paper_order = 1
 
     def sample(self, users, positives, recommender):
         return Negatives(self.data.sample_uniform(users, 1, self.generator).squeeze(1))
@@ -28,6 +31,7 @@ class PopularitySampler(NegativeSampler):
     rejecting the user's clicked items."""
 
     name = "popularity"
+    label = "BPR-Pop"
     Config = PopularityConfig
 
     def __init__(self, config, data, generator, context=None):
@@ -66,18 +70,20 @@ class DNSSampler(NegativeSampler):
     ``extra["candidates"]`` keeps the (B, X) candidates the negative was chosen from."""
 
     name = "dns"
+    label = "BPR-DNS"
+    aliases = ("bpr-dns",)
+    paper_order = 2
     Config = DNSConfig
 
-    def sample(self, users, positives, recommender: GMF):
+    def sample(self, users, positives, recommender: Recommender):
         cands = self.data.sample_uniform(users, self.config.dns_candidates, self.generator)
         if self.data.fast:
             from reinforcens.kernels import best_candidate
 
-            m = recommender
+            t = recommender.tables()
             best = best_candidate(
-                np_view(users.contiguous()), np_view(cands), np_view(m.user.weight),
-                np_view(m.item.weight), np_view(m.h),
-            )  # fmt: skip
+                np_view(users.contiguous()), np_view(cands), np_view(t.user), np_view(t.item), np_view(t.h)
+            )
             best = torch.from_numpy(best).unsqueeze(1)
         else:
             best = recommender.candidate_scores(users, cands)[0].argmax(dim=1, keepdim=True)
@@ -89,6 +95,9 @@ class ExposureSampler(NegativeSampler):
     exposure fall back to uniform (counted in ``fallback_share``)."""
 
     name = "exposure"
+    label = "BPR-EN"
+    aliases = ("bpr-en",)
+    paper_order = 5
 
     def sample(self, users, positives, recommender):
         items, has = self.data.sample_exposed(users, 1, self.generator)
@@ -111,6 +120,8 @@ class EBPRSampler(NegativeSampler):
     items, otherwise uniform among items neither clicked nor exposed."""
 
     name = "ebpr"
+    label = "EBPR"
+    paper_order = 6
     Config = EBPRConfig
 
     def sample(self, users, positives, recommender):

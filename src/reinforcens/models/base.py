@@ -1,0 +1,215 @@
+"""The recommender interface every model implements, and the dot-product view the samplers use.
+
+Every recommender scores a pair ``(u, i)`` as ``r(u, i) = h . (P_u * Q_i)``, where ``P`` and ``Q`` are
+its *effective* tables: the embedding tables themselves for GMF and MF, the propagated embeddings for
+LightGCN. :meth:`Recommender.tables` returns them (detached, no gradients), and everything that reads a
+model without training it (candidate scoring in DNS and the learned samplers, RNS's interaction
+features ``P_u * Q_i``, list and full-ranking evaluation, ``recommend``) goes through it, so every
+sampler works with every model and the compiled kernels of :mod:`reinforcens.kernels` score any of
+them. Training goes through :meth:`Recommender.make_optimizer`: GMF and MF take the fused BPR/Adam
+step with hand-computed gradients (:class:`reinforcens.optim.GMFOptimizer`), other models an
+autograd step (:class:`reinforcens.optim.AutogradOptimizer`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from reinforcens.data.prepared import PreparedDataset
+
+
+class Tables(NamedTuple):
+    """The effective tables of a recommender: ``score(u, i) = h . (user[u] * item[i])``."""
+
+    user: torch.Tensor
+    item: torch.Tensor
+    h: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model is built from: its kind and options, the table sizes and the training clicks
+    (the graph of graph models)."""
+
+    kind: str
+    n_users: int
+    n_items: int
+    dim: int = 32
+    init_std: float | str = 0.1
+    layers: int = 3
+    click_users: np.ndarray | None = None
+    click_items: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, config: Any, data: PreparedDataset, kind: str | None = None) -> ModelSpec:
+        """The spec of a run's recommender (``kind``: another model kind on the same data)."""
+        clicks = data.train_clicks
+        return cls(
+            kind=kind or config.model,
+            n_users=data.n_users,
+            n_items=data.n_items,
+            dim=config.dim,
+            init_std=config.init_std,
+            layers=config.layers,
+            click_users=clicks.users(),
+            click_items=clicks.indices,
+        )
+
+
+class Recommender(nn.Module):
+    """Base class of the recommenders (see the module docstring).
+
+    Subclasses set :attr:`kind` and :attr:`label`, build their parameters in ``__init__(spec,
+    generator)`` and implement :meth:`tables` (with gradients when ``grad=True``); the rest is shared.
+    """
+
+    kind: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    #: whether the fused GMF step (hand-computed gradients, row-wise Adam) trains it
+    dot_product: ClassVar[bool] = False
+
+    n_users: int
+    n_items: int
+    dim: int
+
+    def tables(self, grad: bool = False) -> Tables:
+        """The effective tables; detached unless ``grad`` (then differentiable in the parameters)."""
+        raise NotImplementedError
+
+    def changed(self) -> None:
+        """Called after every update of the parameters (drops cached effective tables)."""
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[override]
+        out = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.changed()
+        return out
+
+    def make_optimizer(self, lr: float, backend: str):
+        """The optimizer that trains this model with BPR (``bpr_step``, ``state_dict``)."""
+        from reinforcens.optim import AutogradOptimizer
+
+        return AutogradOptimizer(self, lr)
+
+    def regularised_rows(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The parameter rows the L2 term of a BPR step applies to (the embeddings looked up)."""
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return self.tables().h.device
+
+    # ------------------------------------------------------------------ scoring (no gradients)
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Differentiable scores of ``(users, items)``; ``items`` of shape (B,) or (B, N)."""
+        return self.features(users, items, grad=True) @ self.tables(grad=True).h
+
+    def features(self, users: torch.Tensor, items: torch.Tensor, grad: bool = False) -> torch.Tensor:
+        """Interaction features ``P_u * Q_i`` (what RNS's MMD reward matches); ``items`` may have an
+        extra trailing dimension."""
+        t = self.tables(grad=grad)
+        p = t.user[users]
+        q = t.item[items]
+        if q.dim() == p.dim() + 1:
+            p = p.unsqueeze(-2)
+        return p * q
+
+    @torch.no_grad()
+    def candidate_scores(
+        self, users: torch.Tensor, items: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Scores of each user's candidates without building gradients.
+
+        Parameters
+        ----------
+        users
+            Shape (B,).
+        items
+            Shape (B, N).
+
+        Returns
+        -------
+        scores : torch.Tensor
+            Shape (B, N): ``h . (P_u * Q_i)``.
+        user_rows : torch.Tensor
+            ``P_u``, shape (B, K).
+        item_rows : torch.Tensor
+            ``Q_i``, shape (B, N, K).
+        """
+        t = self.tables()
+        pu = t.user.index_select(0, users)
+        q = t.item.index_select(0, items.reshape(-1)).view(*items.shape, t.item.shape[1])
+        scores = torch.linalg.vecdot(q, (pu * t.h).unsqueeze(1))
+        return scores, pu, q
+
+    @torch.no_grad()
+    def score_lists(self, users: torch.Tensor, items: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+        """Scores of item lists (n, L) without building gradients.
+
+        Works through ``chunk`` users at a time so that the gathered item rows stay in cache.
+        """
+        t = self.tables()
+        out = torch.empty(items.shape, dtype=t.h.dtype, device=items.device)
+        for s in range(0, users.shape[0], chunk):
+            pu = t.user.index_select(0, users[s : s + chunk]) * t.h
+            rows = items[s : s + chunk]
+            q = t.item.index_select(0, rows.reshape(-1)).view(*rows.shape, t.item.shape[1])
+            out[s : s + chunk] = torch.linalg.vecdot(q, pu.unsqueeze(1))
+        return out
+
+    @torch.no_grad()
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        """Scores of every item for ``users``: (n, n_items)."""
+        t = self.tables()
+        return (t.user[users] * t.h) @ t.item.T
+
+    def dot_state(self) -> dict[str, torch.Tensor]:
+        """The effective tables as the state of a GMF (``user.weight``, ``item.weight``, ``h``): a
+        GMF or MF loaded with it scores every pair as this model does."""
+        t = self.tables()
+        return {"user.weight": t.user.clone(), "item.weight": t.item.clone(), "h": t.h.clone()}
+
+
+class TorchScorer:
+    """Adapts a recommender to the numpy :class:`reinforcens.evaluation.Scorer` protocol.
+
+    ``backend``: ``"numba"`` scores item lists in one compiled pass over the effective tables (CPU,
+    float32), ``"torch"`` in torch operations on the model's device; ``None`` picks numba where it
+    can run.
+    """
+
+    def __init__(self, model: Recommender, backend: str | None = None):
+        self.model = model
+        if backend is None:
+            from reinforcens.backend import numba_available
+
+            fits = model.device.type == "cpu" and model.tables().h.dtype == torch.float32
+            backend = "numba" if fits and numba_available() else "torch"
+        self.backend = backend
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Scores of item lists (float64)."""
+        if self.backend == "numba":
+            from reinforcens.kernels import score_lists
+
+            t = self.model.tables()
+            return score_lists(
+                np.ascontiguousarray(users, dtype=np.int64), np.ascontiguousarray(items, dtype=np.int64),
+                t.user.numpy(), t.item.numpy(), t.h.numpy(),
+            )  # fmt: skip
+        u = torch.as_tensor(np.asarray(users), device=self.device)
+        i = torch.as_tensor(np.asarray(items), device=self.device)
+        return self.model.score_lists(u, i).double().cpu().numpy()
+
+    def score_all(self, users: np.ndarray) -> np.ndarray:
+        u = torch.as_tensor(np.asarray(users), device=self.device)
+        return self.model.score_all(u).double().cpu().numpy()

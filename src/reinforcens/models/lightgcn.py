@@ -1,0 +1,129 @@
+"""LightGCN (He et al., SIGIR 2020): embeddings propagated over the user-item graph of training clicks.
+
+With ``E^(0)`` the stacked user and item embeddings and ``A`` the symmetric-normalised adjacency of the
+bipartite graph of training clicks, ``A = D^(-1/2) [[0, R], [R^T, 0]] D^(-1/2)`` (the paper's equation
+7; ``D`` the node degrees, isolated nodes left at zero),
+
+.. math::
+
+    E^{(k+1)} = A E^{(k)}, \\qquad E = \\frac{1}{K + 1} \\sum_{k=0}^{K} E^{(k)}
+
+(equations 8 and 9: no feature transform, no non-linearity, the layer mean), and ``score(u, i) = e_u .
+e_i``. Only ``E^(0)`` is trained; the L2 term of a BPR step applies to the ``E^(0)`` rows of the batch
+(the paper's equation 15). Training differentiates through the propagation (autograd), as the authors'
+code and RecBole's ``LightGCN`` do.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from reinforcens.models.base import ModelSpec, Recommender, Tables
+
+
+def normalized_adjacency(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> torch.Tensor:
+    """The sparse (CSR) ``D^(-1/2) A D^(-1/2)`` of the bipartite click graph, users first; repeated
+    pairs count once."""
+    keys = np.unique(np.asarray(users, dtype=np.int64) * n_items + np.asarray(items, dtype=np.int64))
+    u, i = keys // n_items, keys % n_items
+    n = n_users + n_items
+    rows = np.concatenate([u, n_users + i])
+    cols = np.concatenate([n_users + i, u])
+    deg = np.bincount(rows, minlength=n).astype(np.float64)
+    inv = np.zeros(n)
+    inv[deg > 0] = deg[deg > 0] ** -0.5
+    vals = (inv[rows] * inv[cols]).astype(np.float32)
+    adj = torch.sparse_coo_tensor(
+        torch.from_numpy(np.stack([rows, cols])), torch.from_numpy(vals), (n, n), check_invariants=True
+    ).coalesce()
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": matmul by a dense matrix is all we use
+        warnings.simplefilter("ignore", UserWarning)
+        return adj.to_sparse_csr()
+
+
+class LightGCN(Recommender):
+    """LightGCN over the training clicks (see the module docstring).
+
+    Parameters
+    ----------
+    n_users, n_items, dim, init_std, generator
+        As :class:`reinforcens.models.gmf.GMF` (the paper initialises with a normal of std 0.1).
+    layers
+        ``K``, the propagation layers (3 in the paper's main results).
+    click_users, click_items
+        The training clicks: the graph.
+    """
+
+    kind: ClassVar[str] = "lightgcn"
+    label: ClassVar[str] = "LightGCN"
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        dim: int,
+        layers: int,
+        click_users: np.ndarray,
+        click_items: np.ndarray,
+        init_std: float | str = 0.1,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        self.n_users, self.n_items, self.dim, self.layers = n_users, n_items, dim, layers
+        self.user = nn.Embedding(n_users, dim)
+        self.item = nn.Embedding(n_items, dim)
+        with torch.no_grad():
+            for table in (self.user, self.item):
+                rows = table.weight.shape[0]
+                std = math.sqrt(2.0 / (rows + dim)) if init_std == "xavier" else float(init_std)
+                table.weight.normal_(0.0, std, generator=generator)
+        self.register_buffer(
+            "adjacency", normalized_adjacency(click_users, click_items, n_users, n_items), persistent=False
+        )
+        self.register_buffer("h", torch.ones(dim), persistent=False)
+        self._cache: Tables | None = None
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, generator: torch.Generator | None = None) -> LightGCN:
+        if spec.click_users is None or spec.click_items is None:
+            raise ValueError("LightGCN needs the training clicks (its graph)")
+        return cls(
+            spec.n_users, spec.n_items, spec.dim, spec.layers, spec.click_users, spec.click_items,
+            spec.init_std, generator,
+        )  # fmt: skip
+
+    def _apply(self, fn, recurse: bool = True):  # .to(device) and friends drop the cache
+        self._cache = None
+        return super()._apply(fn, recurse)
+
+    def changed(self) -> None:
+        self._cache = None
+
+    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The propagated user and item embeddings (differentiable in ``E^(0)``)."""
+        e = torch.cat([self.user.weight, self.item.weight])
+        total = e
+        for _ in range(self.layers):
+            e = self.adjacency @ e
+            total = total + e
+        total = total / (self.layers + 1)
+        return total[: self.n_users], total[self.n_users :]
+
+    def tables(self, grad: bool = False) -> Tables:
+        if grad:
+            p, q = self.propagate()
+            return Tables(p, q, self.h)
+        if self._cache is None:
+            with torch.no_grad():
+                p, q = self.propagate()
+            self._cache = Tables(p.contiguous(), q.contiguous(), self.h)
+        return self._cache
+
+    def regularised_rows(self, users, items):
+        return self.user.weight[users], self.item.weight[items]
