@@ -44,7 +44,10 @@ for pkg in pkgs:
         sname, opts = OPTS[name]
         gens = T._generators(0, tr.device, 3)
         model = tr._new_model(gens[0])
-        opt = optim.GMFOptimizer(model, 1e-3)
+        if hasattr(model, "make_optimizer"):  # the versions with a Recommender interface
+            opt = model.make_optimizer(1e-3, tr.backend)
+        else:
+            opt = optim.GMFOptimizer(model, 1e-3, backend=tr.backend)
         smp = S.make_sampler(sname, full, gens[2], opts, S.SamplerContext())
         setups[(pkg, name)] = (tr, full, model, opt, smp, gens[1])
 

@@ -183,13 +183,13 @@ def test_learned_sampler_update_equals_autograd(name):
     neg = fast.sample(users, pos, rec)
     neg_ref = ref.sample(users, pos, rec)
     assert torch.equal(neg.items, neg_ref.items)
-    cands, choice = neg_ref.extra["candidates"], neg_ref.extra["choice"]
+    cands, choice = neg_ref.candidates, neg_ref.policy.choice
     logits = ref.model(users, cands) / ref.config.temperature
     log_probs = torch.log_softmax(logits, 1).gather(1, choice).squeeze(1)
     torch.testing.assert_close(log_probs.detach(), neg.log_probs)
     scores = rec(users, neg.items).detach()
     fast.update(users, pos, neg, rec, scores)
-    ref.update(users, pos, Negatives(neg.items, log_probs, {"candidates": cands}), rec, scores)
+    ref.update(users, pos, Negatives(neg.items, log_probs, candidates=cands), rec, scores)
     for a, b in zip(fast.model.parameters(), ref.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(fast._sums[:6], ref._sums[:6])

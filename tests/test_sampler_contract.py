@@ -154,8 +154,8 @@ def test_stays_inside_its_candidate_set(name, backend):
     assert not bool(truth.is_clicked(users, items).any())
     has = truth.n_exposed(users) > 0
     assert bool(has.any())
-    if "candidates" in neg.extra:
-        cands = neg.extra["candidates"]
+    if neg.candidates is not None:
+        cands = neg.candidates
         assert cands.shape[0] == users.shape[0]
         assert bool((cands == items[:, None]).any(1).all())
         assert bool(((cands >= 0) & (cands < td.n_items)).all())
@@ -166,20 +166,20 @@ def test_stays_inside_its_candidate_set(name, backend):
         many = s.sample(torch.full((4000,), u), torch.zeros(4000, dtype=torch.int64), m).items
         assert set(many.tolist()) == set(truth.free_items(u))
     if name == "dns":
-        assert neg.extra["candidates"].shape == (users.shape[0], s.config.dns_candidates)
-        assert_best_scored(m, users, neg.extra["candidates"], items)
+        assert neg.candidates.shape == (users.shape[0], s.config.dns_candidates)
+        assert_best_scored(m, users, neg.candidates, items)
     if name == "exposure":
         assert bool(truth.is_exposed(users[has], items[has]).all())
-        assert torch.equal(neg.extra["fallback"], ~has)
+        assert torch.equal(neg.fallback, ~has)
     if name == "ebpr":
-        chosen = neg.extra["exposed"]
+        chosen = neg.exposed
         assert bool(chosen.any()) and not bool(chosen[~has].any())
         assert bool(truth.is_exposed(users[chosen], items[chosen]).all())
         room = truth.has_room(users)
         assert not bool(truth.is_exposed(users[~chosen & room], items[~chosen & room]).any())
     if name in ("rns", "rns-es"):
         # uniform candidates avoid exposures; the last n_exp are exposed for users with exposure
-        cands = neg.extra["candidates"]
+        cands = neg.candidates
         n_exp = s.config.exposed_candidates
         assert n_exp >= 1
         room = truth.has_room(users)
@@ -187,9 +187,9 @@ def test_stays_inside_its_candidate_set(name, backend):
         assert bool(truth.is_exposed(users[has, None], cands[has, -n_exp:]).all())
     if name in ("kbgan", "irgan"):
         # uniform among all non-clicked items: exposed items are not excluded, so some show up
-        assert bool(truth.is_exposed(users[:, None], neg.extra["candidates"]).any())
-    if "chosen_exposed" in neg.extra:  # flags kept by the compiled path are the truth
-        assert torch.equal(neg.extra["chosen_exposed"], truth.is_exposed(users, items))
+        assert bool(truth.is_exposed(users[:, None], neg.candidates).any())
+    if neg.exposed is not None:  # flags kept by the sampler are the truth
+        assert torch.equal(neg.exposed, truth.is_exposed(users, items))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -235,7 +235,7 @@ def test_dns_picks_the_best_scored_candidate(backend, dns_candidates):
         m.h.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(4))  # not only ones
     users, pos = td.pos_users.repeat(2), td.pos_items.repeat(2)
     neg = s.sample(users, pos, m)
-    cands = neg.extra["candidates"]
+    cands = neg.candidates
     assert cands.shape == (users.numel(), dns_candidates)
     # rows whose candidates are all one item cannot tell argmax from argmin: keep the others
     mixed = torch.tensor([len(set(r)) > 1 for r in cands.tolist()])

@@ -280,7 +280,7 @@ def _adam_rows(rows, n_rows, grads, weight, exp_avg, exp_avg_sq, slot, step_size
 
 @njit(fastmath=_FM, **_JIT)
 def adam_dense(grad, weight, exp_avg, exp_avg_sq, lr, b1, b2, eps, bc1, bc2):
-    """Dense Adam of a vector (``h``), as ``GMFOptimizer._step_h``."""
+    """Dense Adam of a vector (``h``), as ``reinforcens.ops.torch_ops._step_h``."""
     sq2 = math.sqrt(bc2)
     for k in range(weight.shape[0]):
         g = grad[k]

@@ -29,28 +29,31 @@ their gradients summed first), ``lr``, ``beta1``, ``beta2`` and ``eps`` the usua
 Apart from floating-point summation order this is exactly :class:`torch.optim.SparseAdam`. ``h`` (a
 dense ``K``-vector, in every batch) uses dense Adam, and the step count ``t`` is shared.
 
-Implementation (``backend="numba"``, CPU): :mod:`reinforcens.kernels` sums the gradients of repeated
-rows into one slot per row and updates each row once, in one compiled pass (:meth:`GMFOptimizer.bpr_step`
-also computes the BPR gradients in that pass). Implementation (``backend="torch"``): the gradients of
-repeated rows are summed first (``torch.unique`` and ``index_add_`` on
-the CPU; on a GPU ``index_add_`` into a zeroed table-sized buffer, read back for every occurrence, so
-nothing waits for the device and repeated rows compute identical values). The moments and weights of
-those rows are then gathered, updated and written back with ``index_put_``. No step touches a row
+The steps run in the optimizer's compute backend (:attr:`GMFOptimizer.ops`, see
+:mod:`reinforcens.ops`). Implementation (``backend="numba"``, CPU): :mod:`reinforcens.kernels` sums
+the gradients of repeated rows into one slot per row and updates each row once, in one compiled pass
+(:meth:`GMFOptimizer.bpr_step` also computes the BPR gradients in that pass). Implementation
+(``backend="torch"``): the gradients of repeated rows are summed first (``torch.unique`` and
+``index_add_`` on the CPU; on a GPU ``index_add_`` into a zeroed table-sized buffer, read back for
+every occurrence, so nothing waits for the device and repeated rows compute identical values). The
+moments and weights of those rows are then gathered, updated and written back with ``index_put_``.
+No step touches a row
 outside the batch.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import torch
 
-from reinforcens.backend import kernel_parts, np_view
-from reinforcens.losses import bpr_loss, bpr_with_grads, l2_penalty
+from reinforcens.backend import np_view
+from reinforcens.losses import bpr_loss, l2_penalty
 from reinforcens.models.base import Recommender
 from reinforcens.models.gmf import GMF
+from reinforcens.ops import check_rows as _check_rows
+from reinforcens.ops import make_ops
 
 
 class RowwiseAdam:
@@ -162,7 +165,7 @@ class GMFOptimizer:
         Adam's moment decay rates and denominator constant.
     backend
         ``"torch"`` or ``"numba"`` (compiled kernels; the model must be on the CPU), see
-        :mod:`reinforcens.backend`.
+        :mod:`reinforcens.backend`; the steps run in :attr:`ops` (``make_ops(backend)``).
     """
 
     def __init__(
@@ -173,11 +176,8 @@ class GMFOptimizer:
         eps: float = 1e-8,
         backend: str = "torch",
     ):
-        if backend not in ("torch", "numba"):
-            raise ValueError(f"backend must be 'torch' or 'numba', got {backend!r}")
-        if backend == "numba" and model.h.device.type != "cpu":
-            raise ValueError(f"the numba backend runs on the CPU only, not on {model.h.device}")
-        self.backend = backend
+        self.ops = make_ops(backend)
+        self.ops.check_device(model.h.device)
         self.model = model
         self.lr = float(lr)
         self.betas = (float(betas[0]), float(betas[1]))
@@ -187,6 +187,11 @@ class GMFOptimizer:
         self.item = RowwiseAdam(model.item.weight)
         h = model.h
         self.h_moments = torch.zeros((2, *h.shape), dtype=h.dtype, device=h.device)
+
+    @property
+    def backend(self) -> str:
+        """The compute backend's name (read-only: see :attr:`ops`)."""
+        return self.ops.name
 
     def zero_grad(self) -> None:
         for p in (self.model.user.weight, self.model.item.weight, self.model.h):
@@ -216,31 +221,7 @@ class GMFOptimizer:
         h_grad
             Gradient of ``h`` (``None``: ``h`` has no gradient this step and is left alone).
         """
-        if self.backend == "numba":  # both tables are checked before either is written
-            _check_rows(users, self.model.n_users, "user")
-            _check_rows(items, self.model.n_items, "item")
-        bc1, bc2 = self._advance()
-        b1, b2 = self.betas
-        step_size = self.lr * math.sqrt(bc2) / bc1
-        if self.backend == "numba":
-            from reinforcens.kernels import adam_dense, rowwise_adam
-
-            rowwise_adam = rowwise_adam.kernel  # checked above, for both tables at once
-            k = self.model.dim
-            for state, rows, grads in ((self.user, users, user_grads), (self.item, items, item_grads)):
-                r = np_view(rows.reshape(-1).contiguous())
-                g = np_view(grads.detach().reshape(-1, k).contiguous())
-                rowwise_adam(r, g, *state.arrays(), *state.buffers(r.shape[0]), step_size, b1, b2, self.eps)
-            if h_grad is not None and self.model.trains_h:
-                hm, hv = np_view(self.h_moments[0]), np_view(self.h_moments[1])
-                g = np_view(h_grad.detach().contiguous())
-                adam_dense(g, np_view(self.model.h), hm, hv, self.lr, b1, b2, self.eps, bc1, bc2)
-            return
-        with torch.no_grad():
-            self.user.step(users, user_grads, step_size, b1, b2, self.eps)
-            self.item.step(items, item_grads, step_size, b1, b2, self.eps)
-            if h_grad is not None and self.model.trains_h:
-                self._step_h(h_grad, bc1, bc2)
+        self.ops.step_rows(self, users, user_grads, items, item_grads, h_grad)
 
     def _advance(self) -> tuple[float, float]:
         """Count one step; the bias corrections ``1 - beta1^t`` and ``1 - beta2^t``."""
@@ -254,7 +235,8 @@ class GMFOptimizer:
         """One BPR step of the model on a batch of (user, positive, negative) triples.
 
         The loss and gradients are those of :func:`reinforcens.losses.bpr_with_grads`, followed by
-        :meth:`step_rows`; the numba backend does both in one compiled pass.
+        :meth:`step_rows` (:meth:`reinforcens.ops.Ops.bpr_step`); the numba backend does both in
+        one compiled pass.
 
         Returns
         -------
@@ -264,43 +246,7 @@ class GMFOptimizer:
         neg_scores : torch.Tensor
             The pre-step scores of the negatives, shape (B,).
         """
-        model = self.model
-        if self.backend == "numba":
-            from reinforcens.kernels import bpr_adam_step
-
-            # checked here, before the step is counted (the kernel's own check would count it first)
-            _check_rows(users, model.n_users, "user")
-            _check_rows(pos, model.n_items, "positive item")
-            _check_rows(neg, model.n_items, "negative item")
-            bpr_adam_step = bpr_adam_step.kernel
-            bc1, bc2 = self._advance()
-            uw, um, uv = self.user.arrays()
-            iw, im, iv = self.item.arrays()
-            neg_scores = torch.empty(users.shape[0], dtype=model.h.dtype)
-            b, parts = users.shape[0], kernel_parts()
-            loss = bpr_adam_step(
-                np_view(users.contiguous()), np_view(pos.contiguous()), np_view(neg.contiguous()),
-                uw, iw, np_view(self.h_target()), um, uv, im, iv,
-                np_view(self.h_moments[0]), np_view(self.h_moments[1]),
-                *self.user.buffers(parts * b), *self.item.buffers(parts * 2 * b), float(l2), self.lr,
-                self.betas[0], self.betas[1], self.eps, bc1, bc2, np_view(neg_scores), parts,
-            )  # fmt: skip
-            return float(loss), neg_scores
-        with torch.no_grad():
-            items = torch.cat([pos, neg])
-            pu = model.user.weight.index_select(0, users)
-            q = model.item.weight.index_select(0, items)
-            loss, grad_pu, grad_q, grad_h, neg_scores = bpr_with_grads(pu, q, model.h, l2)
-            self.step_rows(users, grad_pu, items, grad_q, grad_h)
-        return loss, neg_scores
-
-    def _step_h(self, grad: torch.Tensor, bc1: float, bc2: float) -> None:
-        b1, b2 = self.betas
-        m, v = self.h_moments[0], self.h_moments[1]
-        m.lerp_(grad, 1.0 - b1)
-        v.mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
-        denom = (v.sqrt() / math.sqrt(bc2)).add_(self.eps)
-        self.model.h.data.addcdiv_(m, denom, value=-self.lr / bc1)
+        return self.ops.bpr_step(self, users, pos, neg, l2)
 
     def step(self) -> None:
         """One step from the ``.grad`` of the parameters (left by ``loss.backward()``)."""
@@ -358,15 +304,6 @@ class GMFOptimizer:
                     target.zero_()
                 else:
                     target.copy_(state[key])
-
-
-def _check_rows(rows: torch.Tensor, n: int, what: str) -> None:
-    """Raise ``IndexError`` unless every entry of ``rows`` is in ``[0, n)``."""
-    if rows.numel() == 0:
-        return
-    lo, hi = (int(x) for x in torch.aminmax(rows))
-    if lo < 0 or hi >= n:
-        raise IndexError(f"{what} index out of range: got values in [{lo}, {hi}], the table has {n} rows")
 
 
 def _from_torch_optimizers(state: dict[str, Any]) -> dict[str, Any]:

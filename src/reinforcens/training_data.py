@@ -16,14 +16,10 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from reinforcens.backend import draw_seed, np_view
+from reinforcens.backend import np_view
 from reinforcens.data.prepared import PreparedDataset
 from reinforcens.errors import DataError
-
-#: upper bound (exclusive) of the integer draws reduced modulo the number of allowed items
-_DRAW_RANGE = 1 << 62
-#: an empty hash table: no rejection draws
-_NO_TABLE = np.full(0, -1, dtype=np.int64)
+from reinforcens.ops import Ops, make_ops
 
 
 class SortedKeys:
@@ -125,9 +121,10 @@ class TrainingData:
     blocked_gaps, blocked_indptr, blocked_free
         The same for clicked or exposed items (only clicked ones for users who were shown every
         other item): uniform sampling among items neither clicked nor exposed.
-    backend : str
-        ``"numba"``: draws and membership tests run in the compiled kernels of
-        :mod:`reinforcens.kernels` (CPU only); ``"torch"``: in torch operations.
+    ops : reinforcens.ops.Ops
+        The compute backend the draws and membership tests run in (:func:`reinforcens.ops.make_ops`):
+        the compiled kernels of :mod:`reinforcens.kernels` (``"numba"``, CPU only) or torch
+        operations (``"torch"``); :attr:`backend` is its name.
     """
 
     n_users: int
@@ -145,7 +142,7 @@ class TrainingData:
     blocked_gaps: SortedKeys
     blocked_indptr: torch.Tensor
     blocked_free: torch.Tensor
-    backend: str = "torch"
+    ops: Ops
 
     @classmethod
     def from_prepared(
@@ -158,10 +155,8 @@ class TrainingData:
         DataError
             If a user clicked every item (no negative exists for them).
         """
-        if backend not in ("torch", "numba"):
-            raise ValueError(f"backend must be 'torch' or 'numba', got {backend!r}")
-        if backend == "numba" and torch.device(device).type != "cpu":
-            raise ValueError(f"the numba backend runs on the CPU only, not on {device}")
+        ops = make_ops(backend)
+        ops.check_device(device)
         clicks, exposures = data.train_clicks, data.train_exposures
         n_users, n_items = data.n_users, data.n_items
         click_counts = clicks.counts()
@@ -206,7 +201,7 @@ class TrainingData:
             blocked_gaps=keys(blocked_gaps),
             blocked_indptr=t(blocked_indptr),
             blocked_free=t(n_items - np.diff(blocked_indptr)),
-            backend=backend,
+            ops=ops,
         )
 
     @cached_property
@@ -239,9 +234,14 @@ class TrainingData:
         return hash_build(keys, bits), 64 - bits
 
     @property
+    def backend(self) -> str:
+        """The compute backend's name, ``"numba"`` or ``"torch"`` (read-only: see :attr:`ops`)."""
+        return self.ops.name
+
+    @property
     def fast(self) -> bool:
         """Whether the compiled kernels are used."""
-        return self.backend == "numba"
+        return self.ops.compiled
 
     @property
     def device(self) -> torch.device:
@@ -271,27 +271,11 @@ class TrainingData:
 
     def is_clicked(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Whether each (user, item) is a training click; ``users`` broadcasts against ``items``."""
-        if self.fast:
-            a = self._arrays
-            return self._contains(a["click_keys"], a["click_indptr"], users, items)
-        return self.clicks.contains(users * self.n_items + items)
+        return self.ops.is_clicked(self, users, items)
 
     def is_exposed(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Whether each (user, item) was shown in training and not clicked."""
-        if self.fast:
-            a = self._arrays
-            return self._contains(a["exposure_keys"], a["exp_indptr"], users, items)
-        return self.exposures.contains(users * self.n_items + items)
-
-    def _contains(
-        self, keys: np.ndarray, indptr: np.ndarray, users: torch.Tensor, items: torch.Tensor
-    ) -> torch.Tensor:
-        from reinforcens.kernels import contains_segments
-
-        u, i = torch.broadcast_tensors(users, items)
-        u_flat, i_flat = u.reshape(-1).contiguous(), i.reshape(-1).contiguous()
-        flat = contains_segments(keys, indptr, np_view(u_flat), np_view(i_flat), self.n_items)
-        return torch.from_numpy(flat).view(u.shape)
+        return self.ops.is_exposed(self, users, items)
 
     def sample_uniform(
         self,
@@ -302,10 +286,10 @@ class TrainingData:
     ) -> torch.Tensor:
         """Items drawn uniformly (with replacement) among those each user did not click.
 
-        Exact and without rejection: a uniform rank ``k`` among the user's allowed items is mapped to
-        the ``k``-th allowed item with one search (see :func:`_gap_keys`), so the cost is a fixed
-        handful of vectorized operations whatever the user's number of clicks, and nothing waits for
-        the device.
+        Exact: a uniform rank ``k`` among the user's allowed items is mapped to the ``k``-th allowed
+        item with one search (see :func:`_gap_keys`), so the cost is a fixed handful of vectorized
+        operations whatever the user's number of clicks, and nothing waits for the device
+        (:meth:`reinforcens.ops.Ops.sample_uniform`).
 
         Parameters
         ----------
@@ -319,35 +303,7 @@ class TrainingData:
             Also exclude the user's exposed-unclicked items. Users for whom nothing is left fall back
             to non-clicked items.
         """
-        if self.fast:
-            from reinforcens.kernels import sample_uniform
-
-            a = self._arrays
-            part = "blocked" if exclude_exposed else "click"
-            # one or two draws per user: rejection against a hash set of the clicks beats a search
-            table, shift = self._click_hash if n <= 2 and not exclude_exposed else (_NO_TABLE, 0)
-            out = sample_uniform(
-                np_view(users.contiguous()),
-                n,
-                a[f"{part}_gaps"],
-                a[f"{part}_indptr"],
-                a[f"{part}_free"],
-                self.n_items,
-                table,
-                shift,
-                draw_seed(generator),
-            )
-            return torch.from_numpy(out)
-        if exclude_exposed:
-            gaps, indptr, free = self.blocked_gaps, self.blocked_indptr, self.blocked_free
-        else:
-            gaps, indptr, free = self.click_gaps, self.click_indptr, self.click_free
-        u = users.unsqueeze(1)
-        # a 62-bit draw modulo the number of allowed items: the bias is below 2**-40
-        k = torch.randint(0, _DRAW_RANGE, (users.numel(), n), device=users.device, generator=generator)
-        k = k.remainder_(free.index_select(0, users).unsqueeze(1))
-        below = gaps.count_le(k + u * self.n_items)
-        return below.sub_(indptr.index_select(0, users).unsqueeze(1)).add_(k)
+        return self.ops.sample_uniform(self, users, n, generator, exclude_exposed)
 
     def sample_candidates(
         self,
@@ -358,12 +314,13 @@ class TrainingData:
         generator: torch.Generator,
         flags: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Candidates of a learned sampler in one compiled pass (numba backend only).
+        """Candidates of a learned sampler (:meth:`reinforcens.ops.Ops.sample_candidates`).
 
         ``n - n_exp`` uniform draws per user (among non-clicked items, also excluding exposed ones if
         ``exclude_exposed``) followed by ``n_exp`` draws from the user's exposed-unclicked items
         (uniform draws instead for users without any): what :meth:`sample_uniform` and
-        :meth:`sample_exposed` give, with other random numbers.
+        :meth:`sample_exposed` give (with other random numbers on the numba backend, which draws them
+        all in one compiled pass).
 
         Returns
         -------
@@ -373,19 +330,7 @@ class TrainingData:
             (B, n) whether each candidate is an exposed-unclicked item of the user (``None`` unless
             ``flags``).
         """
-        from reinforcens.kernels import candidates
-
-        if not self.fast:
-            raise RuntimeError("sample_candidates needs the numba backend")
-        a = self._arrays
-        part = "blocked" if exclude_exposed else "click"
-        has_exp = a["blocked_has_exposure"] if exclude_exposed else a["no_user"]
-        cands, exposed = candidates(
-            np_view(users.contiguous()), n, n_exp, a[f"{part}_gaps"], a[f"{part}_indptr"],
-            a[f"{part}_free"], has_exp, a["exposure_keys"], a["exp_indptr"], self.n_items, flags,
-            draw_seed(generator),
-        )  # fmt: skip
-        return torch.from_numpy(cands), torch.from_numpy(exposed) if flags else None
+        return self.ops.sample_candidates(self, users, n, n_exp, exclude_exposed, generator, flags)
 
     def sample_exposed(
         self, users: torch.Tensor, n: int, generator: torch.Generator
@@ -399,30 +344,7 @@ class TrainingData:
         has : torch.Tensor of bool, shape (B,)
             Whether the user has any exposure.
         """
-        if self.fast:
-            from reinforcens.kernels import sample_segments
-
-            a = self._arrays
-            items, has = sample_segments(
-                np_view(users.contiguous()),
-                n,
-                a["exposure_keys"],
-                a["exp_indptr"],
-                self.n_items,
-                draw_seed(generator),
-            )
-            return torch.from_numpy(items), torch.from_numpy(has)
-        start = self.exp_indptr.index_select(0, users)
-        count = self.exp_indptr.index_select(0, users + 1).sub_(start)
-        has = count > 0
-        k = torch.randint(0, _DRAW_RANGE, (users.numel(), n), device=users.device, generator=generator)
-        total = self.exposures.n
-        if total == 0:
-            return torch.full_like(k, -1), has
-        idx = k.remainder_(count.clamp(min=1).unsqueeze(1)).add_(start.unsqueeze(1)).clamp_(max=total - 1)
-        items = self.exposures.keys.index_select(0, idx.view(-1)).view(idx.shape)
-        items = items.sub_(users.unsqueeze(1) * self.n_items)
-        return items.masked_fill_(~has.unsqueeze(1), -1), has
+        return self.ops.sample_exposed(self, users, n, generator)
 
     def batches(
         self, batch_size: int, generator: torch.Generator, repeat: int = 1

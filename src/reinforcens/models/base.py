@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from reinforcens.ops import make_ops
+
 if TYPE_CHECKING:
     from reinforcens.data.prepared import PreparedDataset
 
@@ -180,7 +182,8 @@ class TorchScorer:
 
     ``backend``: ``"numba"`` scores item lists in one compiled pass over the effective tables (CPU,
     float32), ``"torch"`` in torch operations on the model's device; ``None`` picks numba where it
-    can run.
+    can run. The backend is resolved once, here, into :attr:`ops` (:func:`reinforcens.ops.make_ops`),
+    whose list scoring (:meth:`reinforcens.ops.Ops.score_lists`) :meth:`score` calls.
     """
 
     def __init__(self, model: Recommender, backend: str | None = None):
@@ -190,7 +193,12 @@ class TorchScorer:
 
             fits = model.device.type == "cpu" and model.tables().h.dtype == torch.float32
             backend = "numba" if fits and numba_available() else "torch"
-        self.backend = backend
+        self.ops = make_ops(backend)
+
+    @property
+    def backend(self) -> str:
+        """The compute backend's name (read-only: see :attr:`ops`)."""
+        return self.ops.name
 
     @property
     def device(self) -> torch.device:
@@ -198,17 +206,7 @@ class TorchScorer:
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Scores of item lists (float64)."""
-        if self.backend == "numba":
-            from reinforcens.kernels import score_lists
-
-            t = self.model.tables()
-            return score_lists(
-                np.ascontiguousarray(users, dtype=np.int64), np.ascontiguousarray(items, dtype=np.int64),
-                t.user.numpy(), t.item.numpy(), t.h.numpy(),
-            )  # fmt: skip
-        u = torch.as_tensor(np.asarray(users), device=self.device)
-        i = torch.as_tensor(np.asarray(items), device=self.device)
-        return self.model.score_lists(u, i).double().cpu().numpy()
+        return self.ops.score_lists(self.model.tables(), users, items)
 
     def score_all(self, users: np.ndarray) -> np.ndarray:
         u = torch.as_tensor(np.asarray(users), device=self.device)

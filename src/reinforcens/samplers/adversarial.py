@@ -3,7 +3,8 @@
 A second model S (a GMF or an MF, the run's ``sampler_model``) scores ``N_s`` candidates per
 positive (uniform among items the user neither clicked nor was exposed to, plus
 ``exposed_candidates`` drawn from the user's exposed-unclicked items), and samples one negative ``j``
-from the softmax of its scores (Gumbel-max; an inverse-CDF draw in the compiled kernel). S sees the
+from the softmax of its scores (:meth:`reinforcens.ops.Ops.softmax_choice`: Gumbel-max on the torch
+backend, an inverse-CDF draw in the compiled kernel). S sees the
 user, not the positive. After the recommender's step, S takes one REINFORCE step on the reward
 
 ``(hardness - b1) + alpha * ((1 - beta) * overlap + beta * mmd - b2)``
@@ -22,9 +23,8 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from reinforcens.backend import draw_seed, kernel_parts, np_view
 from reinforcens.losses import l2_penalty, reinforce_loss
-from reinforcens.mmd import DEFAULT_BANDWIDTHS, median_bandwidths, mmd_reward
+from reinforcens.mmd import DEFAULT_BANDWIDTHS, median_bandwidths
 from reinforcens.models.base import Recommender
 from reinforcens.samplers.base import Negatives, NegativeSampler, SamplerConfig
 
@@ -123,59 +123,34 @@ class RNSSampler(NegativeSampler):
         return self._candidates_and_flags(users)[0]
 
     def _candidates_and_flags(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The candidates and, on the numba backend, whether each is an exposed-unclicked item."""
+        """The candidates and, when the rewards use exposure, whether each is an exposed-unclicked item."""
         n = self.config.n_candidates
         n_exp = min(self.config.exposed_candidates, n)
-        if self.data.fast:
-            return self.data.sample_candidates(
-                users, n, n_exp, self._uniform_excludes_exposed(), self.generator, flags=self.uses_exposure
-            )
-        if not self._uniform_excludes_exposed():
-            return self.data.sample_uniform(users, n, self.generator), None
-        cands = self.data.sample_uniform(users, n, self.generator, exclude_exposed=True)
-        if n_exp == 0:
-            return cands, None
-        exp, has = self.data.sample_exposed(users, n_exp, self.generator)
-        cands[:, n - n_exp :] = torch.where(has.unsqueeze(1), exp, cands[:, n - n_exp :])
-        return cands, None
+        return self.data.sample_candidates(
+            users, n, n_exp, self._uniform_excludes_exposed(), self.generator, flags=self.uses_exposure
+        )
 
     def sample(self, users, positives, recommender):
-        """One negative per positive from the softmax of S's scores over the candidates (Gumbel-max on
-        the torch backend; the compiled kernel inverts the softmax's distribution function instead).
+        """One negative per positive from the softmax of S's scores over the candidates
+        (:meth:`reinforcens.ops.Ops.softmax_choice`: Gumbel-max on the torch backend; the compiled
+        kernel inverts the softmax's distribution function instead).
 
         Nothing is recorded for autograd: ``log_probs`` holds the values of ``log pi(j|u)``, and
-        ``extra`` keeps the candidates, the choice, the log-softmax and S's rows, from which
-        :meth:`update` computes the policy gradient by hand. (Negatives built elsewhere with
-        autograd log-probabilities and without that ``extra`` are updated through autograd.)
+        ``candidates`` and ``policy`` keep the candidates and the draw (the log-softmax, the choice and,
+        on the torch backend, S's rows), from which :meth:`update` computes the policy gradient by
+        hand. (Negatives built elsewhere with autograd log-probabilities and no ``policy`` are updated
+        through autograd.)
         """
         cands, exposed = self._candidates_and_flags(users)
-        if self.data.fast:
-            from reinforcens.kernels import score_and_choose
-
-            m = self.model
-            log_p, choice = score_and_choose(
-                np_view(users.contiguous()), np_view(cands), np_view(m.user.weight),
-                np_view(m.item.weight), np_view(m.h), 1.0 / self.config.temperature,
-                draw_seed(self.generator),
-            )  # fmt: skip
-            log_p, choice = torch.from_numpy(log_p), torch.from_numpy(choice).unsqueeze(1)
-            items = cands.gather(1, choice).squeeze(1)
-            extra = {"candidates": cands, "choice": choice, "log_softmax": log_p}
-            if exposed is not None:
-                extra["chosen_exposed"] = exposed.gather(1, choice).squeeze(1)
-            return Negatives(items, log_p.gather(1, choice).squeeze(1), extra=extra)
-        logits, pu, q = self.model.candidate_scores(users, cands)
-        if self.config.temperature != 1.0:
-            logits = logits.div_(self.config.temperature)
-        log_p = torch.log_softmax(logits, dim=1)
-        # Gumbel-max: argmax(log p + G), G = -log(-log U) with U ~ U(0, 1), draws from softmax(logits)
-        u = torch.rand(log_p.shape, dtype=log_p.dtype, device=log_p.device, generator=self.generator)
-        neg_gumbel = u.clamp_(min=1e-30).log_().neg_().log_()
-        choice = (log_p - neg_gumbel).argmax(dim=1, keepdim=True)
-        log_probs = log_p.gather(1, choice).squeeze(1)
+        drawn = self.data.ops.softmax_choice(
+            self.model.tables(), users, cands, self.config.temperature, self.generator
+        )
+        log_p, choice = drawn.log_softmax, drawn.choice
         items = cands.gather(1, choice).squeeze(1)
-        extra = {"candidates": cands, "choice": choice, "log_softmax": log_p, "user_rows": pu, "item_rows": q}
-        return Negatives(items, log_probs, extra=extra)
+        chosen = None if exposed is None else exposed.gather(1, choice).squeeze(1)
+        return Negatives(
+            items, log_p.gather(1, choice).squeeze(1), candidates=cands, policy=drawn, exposed=chosen
+        )
 
     def rewards(
         self,
@@ -206,14 +181,14 @@ class RNSSampler(NegativeSampler):
                     bw = c.bandwidths
                     if c.bandwidth_scale == "median":
                         bw = median_bandwidths(gen, exp_feat, c.bandwidths)
-                    out["mmd"] = mmd_reward(gen, exp_feat, bw, compiled=self.data.fast)
+                    out["mmd"] = self.data.ops.mmd_reward(gen, exp_feat, bw)
             else:
                 out["mmd"] = torch.zeros_like(out["overlap"])
         return out
 
     def update(self, users, positives, negatives, recommender, neg_scores):
         c = self.config
-        known = negatives.extra.get("chosen_exposed")
+        known = negatives.exposed
         r = self.rewards(users, negatives.items, recommender, neg_scores, known)
         b1, b2 = self.baseline[0].to(neg_scores.dtype), self.baseline[1].to(neg_scores.dtype)
         hard = r["hardness"]
@@ -224,7 +199,7 @@ class RNSSampler(NegativeSampler):
         if self.uses_exposure:
             exposure = (1 - c.beta) * r["overlap"] + c.beta * r["mmd"]
             total = total + c.alpha * (exposure - b2)
-        if "log_softmax" in negatives.extra:
+        if negatives.policy is not None:
             self._reinforce_step(users, negatives, total)
         else:  # log-probabilities built with autograd (e.g. by a caller's own policy)
             self.optimizer.zero_grad()
@@ -248,8 +223,8 @@ class RNSSampler(NegativeSampler):
                 r["mmd"].sum() if "mmd" in r else zero,
                 total.sum(),
                 hard.new_tensor(float(hard.numel())),
-                _entropy_sum(negatives.extra.get("log_softmax"), zero),
-                hard.new_tensor(float(hard.numel() if "log_softmax" in negatives.extra else 0)),
+                _entropy_sum(negatives.policy.log_softmax if negatives.policy else None, zero),
+                hard.new_tensor(float(hard.numel() if negatives.policy is not None else 0)),
             ]
         ).to(torch.float64)
         return {}
@@ -262,49 +237,10 @@ class RNSSampler(NegativeSampler):
         ``dL/dz_bc = R_b (pi_bc - 1[c = j_b]) / T``, and the chain rule through ``z`` gives the rows'
         and ``h``'s gradients. It equals the autograd path of :meth:`update` (tested).
         """
-        ex = negatives.extra
-        if self.data.fast:
-            self._reinforce_step_compiled(users, ex, rewards)
-            return
-        choice, pu, q, cands = ex["choice"], ex["user_rows"], ex["item_rows"], ex["candidates"]
-        b, n, k = q.shape
-        h = self.model.h.detach()
-        with torch.no_grad():
-            rewards = rewards.to(q.dtype)
-            if self.config.temperature != 1.0:
-                rewards = rewards / self.config.temperature
-            gz = ex["log_softmax"].exp().mul_(rewards.unsqueeze(1))
-            gz.scatter_add_(1, choice, rewards.unsqueeze(1).neg())
-            grad_q = gz.unsqueeze(2) * (pu * h).unsqueeze(1)
-            gq = torch.bmm(gz.unsqueeze(1), q).squeeze(1)
-            grad_h = torch.linalg.vecdot(pu, gq, dim=0)
-            grad_pu = gq.mul_(h)
-            if self.l2 > 0:
-                grad_pu.add_(pu, alpha=self.l2)
-                flat = torch.arange(b, device=q.device).mul_(n).add_(choice.squeeze(1))
-                grad_q = grad_q.view(b * n, k)
-                grad_q.index_add_(0, flat, q.view(b * n, k).index_select(0, flat), alpha=self.l2)
-            self.optimizer.step_rows(users, grad_pu, cands, grad_q, grad_h)
-
-    def _reinforce_step_compiled(
-        self, users: torch.Tensor, ex: dict[str, torch.Tensor], rewards: torch.Tensor
-    ) -> None:
-        """:meth:`_reinforce_step` in one compiled pass (numba backend): same gradients, same update."""
-        from reinforcens.kernels import reinforce_adam_step
-
-        opt = self.optimizer
-        bc1, bc2 = opt._advance()
-        uw, um, uv = opt.user.arrays()
-        iw, im, iv = opt.item.arrays()
-        r = (rewards.detach().to(torch.float32) / self.config.temperature).contiguous()
-        cands = np_view(ex["candidates"])
-        parts = kernel_parts()
-        reinforce_adam_step(
-            np_view(users.contiguous()), cands, np_view(ex["choice"].reshape(-1)),
-            np_view(ex["log_softmax"]), np_view(r), uw, iw, np_view(opt.h_target()), um, uv, im, iv,
-            np_view(opt.h_moments[0]), np_view(opt.h_moments[1]), *opt.user.buffers(parts * cands.shape[0]),
-            *opt.item.buffers(parts * cands.size), float(self.l2), opt.lr, opt.betas[0], opt.betas[1],
-            opt.eps, bc1, bc2, parts,
+        assert negatives.policy is not None and negatives.candidates is not None
+        self.data.ops.reinforce_step(
+            self.optimizer, users, negatives.candidates, negatives.policy, rewards, self.l2,
+            self.config.temperature,
         )  # fmt: skip
 
     def epoch_end(self) -> dict[str, float]:

@@ -14,13 +14,14 @@ and ``epoch_end()`` after each epoch (reward baselines and other state kept acro
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from reinforcens.config import StrictModel
 from reinforcens.models.base import Recommender
+from reinforcens.ops.base import SoftmaxChoice
 from reinforcens.training_data import TrainingData
 
 
@@ -38,15 +39,26 @@ class Negatives:
         One negative item per positive.
     log_probs : torch.Tensor or None
         For learned samplers: ``log pi(j|u)``. The built-in learned samplers compute their policy gradient
-        by hand from ``extra`` and store plain values here; a sampler that sets a tensor with autograd
-        history is updated through autograd.
-    extra : dict
-        Anything else the update needs (candidates, exposure flags, ...).
+        by hand from ``policy`` and store plain values here; a sampler that sets a tensor with autograd
+        history (and no ``policy``) is updated through autograd.
+    candidates : torch.Tensor or None
+        (B, N) the candidates the negative was chosen from (DNS and the learned samplers).
+    policy : SoftmaxChoice or None
+        A learned sampler's draw: the log-softmax over the candidates, the choice and, on the torch
+        backend, the policy's rows (:class:`reinforcens.ops.SoftmaxChoice`).
+    exposed : torch.Tensor of bool or None
+        (B,) whether each negative is an exposed-unclicked item of its user, where the sampler knows
+        it without a lookup (EBPR; RNS on the numba backend, from its candidates' flags).
+    fallback : torch.Tensor of bool or None
+        (B,) BPR-EN: the negatives drawn uniformly because the user has no exposure.
     """
 
     items: torch.Tensor
     log_probs: torch.Tensor | None = None
-    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    candidates: torch.Tensor | None = None
+    policy: SoftmaxChoice | None = None
+    exposed: torch.Tensor | None = None
+    fallback: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -41,9 +41,7 @@ class IRGANSampler(RNSSampler):
 
     def _candidates_and_flags(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         n = self.config.n_candidates
-        if self.data.fast:
-            return self.data.sample_candidates(users, n, 0, False, self.generator, flags=False)
-        return self.data.sample_uniform(users, n, self.generator), None
+        return self.data.sample_candidates(users, n, 0, False, self.generator, flags=False)
 
     def rewards(self, users, items, recommender, neg_scores, exposed=None):
         return {"hardness": F.softplus(neg_scores.detach())}

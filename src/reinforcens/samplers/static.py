@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from reinforcens.backend import np_view
 from reinforcens.models.base import Recommender
 from reinforcens.samplers.base import Negatives, NegativeSampler, SamplerConfig
 
@@ -67,7 +66,7 @@ class DNSConfig(SamplerConfig):
 class DNSSampler(NegativeSampler):
     """BPR-DNS (Zhang et al., 2013): the highest-scored of X uniform non-clicked candidates.
 
-    ``extra["candidates"]`` keeps the (B, X) candidates the negative was chosen from."""
+    ``Negatives.candidates`` keeps the (B, X) candidates the negative was chosen from."""
 
     name = "dns"
     label = "BPR-DNS"
@@ -77,17 +76,8 @@ class DNSSampler(NegativeSampler):
 
     def sample(self, users, positives, recommender: Recommender):
         cands = self.data.sample_uniform(users, self.config.dns_candidates, self.generator)
-        if self.data.fast:
-            from reinforcens.kernels import best_candidate
-
-            t = recommender.tables()
-            best = best_candidate(
-                np_view(users.contiguous()), np_view(cands), np_view(t.user), np_view(t.item), np_view(t.h)
-            )
-            best = torch.from_numpy(best).unsqueeze(1)
-        else:
-            best = recommender.candidate_scores(users, cands)[0].argmax(dim=1, keepdim=True)
-        return Negatives(cands.gather(1, best).squeeze(1), extra={"candidates": cands})
+        best = self.data.ops.best_candidate(recommender.tables(), users, cands)
+        return Negatives(cands.gather(1, best).squeeze(1), candidates=cands)
 
 
 class ExposureSampler(NegativeSampler):
@@ -103,10 +93,10 @@ class ExposureSampler(NegativeSampler):
         items, has = self.data.sample_exposed(users, 1, self.generator)
         fallback = self.data.sample_uniform(users, 1, self.generator)
         items = torch.where(has, items.squeeze(1), fallback.squeeze(1))
-        return Negatives(items, extra={"fallback": ~has})
+        return Negatives(items, fallback=~has)
 
     def update(self, users, positives, negatives, recommender, neg_scores):
-        return {"fallback_share": float(negatives.extra["fallback"].float().mean())}
+        return {"fallback_share": float(negatives.fallback.float().mean())}
 
 
 class EBPRConfig(SamplerConfig):
@@ -129,7 +119,7 @@ class EBPRSampler(NegativeSampler):
         uni = self.data.sample_uniform(users, 1, self.generator, exclude_exposed=True).squeeze(1)
         coin = torch.rand(users.shape, device=users.device, generator=self.generator)
         use_exp = (coin < self.config.rho) & has
-        return Negatives(torch.where(use_exp, exp_items.squeeze(1), uni), extra={"exposed": use_exp})
+        return Negatives(torch.where(use_exp, exp_items.squeeze(1), uni), exposed=use_exp)
 
     def update(self, users, positives, negatives, recommender, neg_scores):
-        return {"exposed_share": float(negatives.extra["exposed"].float().mean())}
+        return {"exposed_share": float(negatives.exposed.float().mean())}

@@ -1,0 +1,329 @@
+"""The operations of the training hot path that a compute backend implements (:class:`Ops`).
+
+A backend is resolved once per run (:func:`reinforcens.ops.make_ops`), and the training data, the
+samplers, the fused optimizer and the list scorer call its operations instead of branching on the
+backend's name. Every operation of every backend is checked against plain-Python/autograd oracles by
+``tests/test_ops_conformance.py``.
+
+The operations fall into four groups:
+
+* item-set draws and membership over a :class:`reinforcens.training_data.TrainingData` (uniform draws
+  among a user's non-clicked, or non-clicked and non-exposed, items; draws among their
+  exposed-unclicked items; candidate sets of the learned samplers with exposed slots and flags;
+  membership in the clicked and exposed sets);
+* candidate scoring and choice over a model's effective tables (``Tables(user, item, h)``, scores
+  ``h . (user[u] * item[i])``): DNS's best candidate and the learned samplers' softmax draw;
+* the fused steps on the state of a :class:`reinforcens.optim.GMFOptimizer` (row-wise Adam from
+  hand-computed gradients, the BPR step and the REINFORCE step; formulas in :mod:`reinforcens.optim`);
+* list scoring for evaluation and the MMD reward of :func:`reinforcens.mmd.mmd_reward`.
+
+For a given backend and seed the results are reproducible bit for bit; the two backends compute the
+same values up to floating-point summation order, but draw different random numbers.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from reinforcens.models.base import Tables
+    from reinforcens.optim import GMFOptimizer
+    from reinforcens.training_data import TrainingData
+
+
+@dataclass
+class SoftmaxChoice:
+    """One draw per row from the softmax of candidate scores (:meth:`Ops.softmax_choice`).
+
+    Attributes
+    ----------
+    log_softmax : torch.Tensor
+        (B, N) ``log_softmax(z / T)`` over each row's candidates.
+    choice : torch.Tensor
+        (B, 1) int64 position of the drawn candidate in its row.
+    user_rows, item_rows : torch.Tensor or None
+        The policy's rows the draw gathered, (B, K) and (B, N, K): kept by the torch backend for its
+        :meth:`Ops.reinforce_step`; ``None`` on the numba backend, whose step gathers them itself.
+    """
+
+    log_softmax: torch.Tensor
+    choice: torch.Tensor
+    user_rows: torch.Tensor | None = None
+    item_rows: torch.Tensor | None = None
+
+
+def check_rows(rows: torch.Tensor, n: int, what: str) -> None:
+    """Raise ``IndexError`` unless every entry of ``rows`` is in ``[0, n)``."""
+    if rows.numel() == 0:
+        return
+    lo, hi = (int(x) for x in torch.aminmax(rows))
+    if lo < 0 or hi >= n:
+        raise IndexError(f"{what} index out of range: got values in [{lo}, {hi}], the table has {n} rows")
+
+
+class Ops(ABC):
+    """The narrow set of operations a compute backend implements (see the module docstring).
+
+    Attributes
+    ----------
+    name : str
+        The backend's name (``"numba"`` or ``"torch"``), what :func:`reinforcens.ops.make_ops` maps.
+    compiled : bool
+        Whether the operations run in the compiled kernels of :mod:`reinforcens.kernels`.
+    """
+
+    name: ClassVar[str] = ""
+    compiled: ClassVar[bool] = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def check_device(self, device: str | torch.device) -> None:
+        """Raise ``ValueError`` if this backend cannot run on ``device`` (default: any device)."""
+        return None
+
+    # ------------------------------------------------------------------ item sets
+    @abstractmethod
+    def is_clicked(self, data: TrainingData, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Whether each (user, item) is a training click.
+
+        Parameters
+        ----------
+        data
+            The training data.
+        users, items
+            int64 indices; ``users`` broadcasts against ``items``.
+
+        Returns
+        -------
+        torch.Tensor of bool
+            The broadcast shape.
+        """
+
+    @abstractmethod
+    def is_exposed(self, data: TrainingData, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Whether each (user, item) was shown in training and not clicked (as :meth:`is_clicked`)."""
+
+    @abstractmethod
+    def sample_uniform(
+        self,
+        data: TrainingData,
+        users: torch.Tensor,
+        n: int,
+        generator: torch.Generator,
+        exclude_exposed: bool = False,
+    ) -> torch.Tensor:
+        """Items drawn uniformly, with replacement, among those each user did not click.
+
+        Parameters
+        ----------
+        data
+            The training data.
+        users
+            Shape (B,).
+        n
+            Draws per user.
+        generator
+            The random stream (on the data's device).
+        exclude_exposed
+            Also exclude the user's exposed-unclicked items; users for whom nothing is left fall back
+            to their non-clicked items.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, n) int64 items.
+        """
+
+    @abstractmethod
+    def sample_exposed(
+        self, data: TrainingData, users: torch.Tensor, n: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Items drawn uniformly, with replacement, among each user's exposed-unclicked items.
+
+        Returns
+        -------
+        items : torch.Tensor
+            (B, n) int64; ``-1`` for users without exposures.
+        has : torch.Tensor of bool
+            (B,) whether the user has any exposure.
+        """
+
+    @abstractmethod
+    def sample_candidates(
+        self,
+        data: TrainingData,
+        users: torch.Tensor,
+        n: int,
+        n_exp: int,
+        exclude_exposed: bool,
+        generator: torch.Generator,
+        flags: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Candidates of a learned sampler: ``n - n_exp`` uniform slots, then ``n_exp`` exposed slots.
+
+        The uniform slots are :meth:`sample_uniform` draws (with ``exclude_exposed``); the exposed
+        slots are :meth:`sample_exposed` draws for users with exposures and uniform draws for the
+        others.
+
+        Returns
+        -------
+        cands : torch.Tensor
+            (B, n) int64 items.
+        exposed : torch.Tensor of bool or None
+            (B, n) whether each candidate is an exposed-unclicked item of its user (``None`` unless
+            ``flags``).
+        """
+
+    # ------------------------------------------------------------------ candidate scoring
+    @abstractmethod
+    def best_candidate(self, tables: Tables, users: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+        """Position of the highest-scored candidate of each row (DNS).
+
+        Parameters
+        ----------
+        tables
+            A model's effective tables: ``score(u, i) = h . (user[u] * item[i])``.
+        users
+            (B,) int64.
+        cands
+            (B, N) int64 items.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, 1) int64 positions in ``[0, N)``.
+        """
+
+    @abstractmethod
+    def softmax_choice(
+        self,
+        tables: Tables,
+        users: torch.Tensor,
+        cands: torch.Tensor,
+        temperature: float,
+        generator: torch.Generator,
+    ) -> SoftmaxChoice:
+        """One draw per row from ``softmax(z / T)``, ``z_bc = h . (user[u_b] * item[c])``.
+
+        Parameters
+        ----------
+        tables
+            The policy's effective tables.
+        users, cands
+            (B,) and (B, N) int64.
+        temperature
+            The softmax temperature ``T``.
+        generator
+            The random stream.
+        """
+
+    @abstractmethod
+    def score_lists(self, tables: Tables, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Scores ``h . (user[u] * item[i])`` of item lists.
+
+        Parameters
+        ----------
+        tables
+            A model's effective tables (float32 on the CPU for the numba backend).
+        users, items
+            (n,) and (n, L) integer arrays.
+
+        Returns
+        -------
+        numpy.ndarray of float64
+            (n, L).
+        """
+
+    # ------------------------------------------------------------------ fused steps
+    @abstractmethod
+    def step_rows(
+        self,
+        opt: GMFOptimizer,
+        users: torch.Tensor,
+        user_grads: torch.Tensor,
+        items: torch.Tensor,
+        item_grads: torch.Tensor,
+        h_grad: torch.Tensor | None,
+    ) -> None:
+        """One row-wise Adam step of ``opt`` from hand-computed gradients (counts one step).
+
+        Parameters
+        ----------
+        opt
+            The optimizer whose model and moments are updated in place.
+        users, items
+            Row indices, int64, any shape; repeated rows have their gradients summed.
+        user_grads, item_grads
+            Gradients of those rows, shape ``(*rows.shape, K)``.
+        h_grad
+            Gradient of ``h`` (``None``, or a model that does not train ``h``: left alone).
+
+        Raises
+        ------
+        IndexError
+            (numba) if a row is out of range; nothing is written then.
+        """
+
+    @abstractmethod
+    def bpr_step(
+        self, opt: GMFOptimizer, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, l2: float
+    ) -> tuple[float | torch.Tensor, torch.Tensor]:
+        """One BPR step of ``opt``'s model on (user, positive, negative) triples, then :meth:`step_rows`.
+
+        The loss is ``sum_b softplus(-(r_ui - r_uj)) + 0.5 * l2 * (||p_u||^2 + ||q_i||^2 + ||q_j||^2)``
+        (:func:`reinforcens.losses.bpr_with_grads`), all gradients from the weights before the step.
+
+        Returns
+        -------
+        loss : float or torch.Tensor
+            The summed batch loss before the step (a 0-dim tensor on the torch backend).
+        neg_scores : torch.Tensor
+            (B,) pre-step scores of the negatives.
+        """
+
+    @abstractmethod
+    def reinforce_step(
+        self,
+        opt: GMFOptimizer,
+        users: torch.Tensor,
+        cands: torch.Tensor,
+        drawn: SoftmaxChoice,
+        rewards: torch.Tensor,
+        l2: float,
+        temperature: float,
+    ) -> None:
+        """One REINFORCE step of ``opt``'s model (the policy), then the row-wise Adam update.
+
+        The loss is ``-sum_b R_b log pi(j_b|u_b) + 0.5 * l2 * (||p_u||^2 + ||q_j||^2)`` with
+        ``log pi = log_softmax(z / T)`` over the candidates; ``dL/dz_bc = R_b (pi_bc - 1[c = j_b]) / T``.
+
+        Parameters
+        ----------
+        opt
+            The policy's optimizer.
+        users
+            (B,) int64.
+        cands
+            (B, N) the candidates of the draw.
+        drawn
+            The draw (:meth:`softmax_choice` of this backend).
+        rewards
+            (B,) rewards ``R_b``.
+        l2, temperature
+            L2 weight and softmax temperature.
+        """
+
+    # ------------------------------------------------------------------ rewards
+    @abstractmethod
+    def mmd_reward(
+        self, generated: torch.Tensor, exposed: torch.Tensor, bandwidths: Sequence[float]
+    ) -> torch.Tensor:
+        """Per-instance MMD reward of generated features against exposed ones
+        (:func:`reinforcens.mmd.mmd_reward`): (B,), zeros when ``exposed`` is empty."""

@@ -1,0 +1,176 @@
+"""The torch backend: every operation of :class:`reinforcens.ops.base.Ops` as vectorized torch
+operations, on any device (nothing waits for the device)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from reinforcens.losses import bpr_with_grads
+from reinforcens.mmd import mmd_reward
+from reinforcens.ops.base import Ops, SoftmaxChoice
+
+if TYPE_CHECKING:
+    from reinforcens.models.base import Tables
+    from reinforcens.optim import GMFOptimizer
+
+#: upper bound (exclusive) of the integer draws reduced modulo the number of allowed items
+DRAW_RANGE = 1 << 62
+
+
+def candidate_scores(
+    tables: Tables, users: torch.Tensor, items: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scores (B, N) ``h . (P_u * Q_i)``, user rows (B, K) and item rows (B, N, K) of candidates
+    (what :meth:`reinforcens.models.base.Recommender.candidate_scores` computes)."""
+    pu = tables.user.index_select(0, users)
+    q = tables.item.index_select(0, items.reshape(-1)).view(*items.shape, tables.item.shape[1])
+    scores = torch.linalg.vecdot(q, (pu * tables.h).unsqueeze(1))
+    return scores, pu, q
+
+
+class TorchOps(Ops):
+    """The torch implementations (any device); see :class:`reinforcens.ops.base.Ops`."""
+
+    name = "torch"
+    compiled = False
+
+    # ------------------------------------------------------------------ item sets
+    def is_clicked(self, data, users, items):
+        return data.clicks.contains(users * data.n_items + items)
+
+    def is_exposed(self, data, users, items):
+        return data.exposures.contains(users * data.n_items + items)
+
+    def sample_uniform(self, data, users, n, generator, exclude_exposed=False):
+        """Exact and without rejection: a uniform rank ``k`` among the user's allowed items is mapped to
+        the ``k``-th allowed item with one search (see :func:`reinforcens.training_data._gap_keys`)."""
+        if exclude_exposed:
+            gaps, indptr, free = data.blocked_gaps, data.blocked_indptr, data.blocked_free
+        else:
+            gaps, indptr, free = data.click_gaps, data.click_indptr, data.click_free
+        u = users.unsqueeze(1)
+        # a 62-bit draw modulo the number of allowed items: the bias is below 2**-40
+        k = torch.randint(0, DRAW_RANGE, (users.numel(), n), device=users.device, generator=generator)
+        k = k.remainder_(free.index_select(0, users).unsqueeze(1))
+        below = gaps.count_le(k + u * data.n_items)
+        return below.sub_(indptr.index_select(0, users).unsqueeze(1)).add_(k)
+
+    def sample_exposed(self, data, users, n, generator):
+        start = data.exp_indptr.index_select(0, users)
+        count = data.exp_indptr.index_select(0, users + 1).sub_(start)
+        has = count > 0
+        k = torch.randint(0, DRAW_RANGE, (users.numel(), n), device=users.device, generator=generator)
+        total = data.exposures.n
+        if total == 0:
+            return torch.full_like(k, -1), has
+        idx = k.remainder_(count.clamp(min=1).unsqueeze(1)).add_(start.unsqueeze(1)).clamp_(max=total - 1)
+        items = data.exposures.keys.index_select(0, idx.view(-1)).view(idx.shape)
+        items = items.sub_(users.unsqueeze(1) * data.n_items)
+        return items.masked_fill_(~has.unsqueeze(1), -1), has
+
+    def sample_candidates(self, data, users, n, n_exp, exclude_exposed, generator, flags=True):
+        """:meth:`sample_uniform` for all ``n`` slots, then :meth:`sample_exposed` for the last ``n_exp``
+        (kept where the user has exposures); the flags are looked up afterwards."""
+        cands = self.sample_uniform(data, users, n, generator, exclude_exposed=exclude_exposed)
+        if n_exp > 0:
+            exp, has = self.sample_exposed(data, users, n_exp, generator)
+            cands[:, n - n_exp :] = torch.where(has.unsqueeze(1), exp, cands[:, n - n_exp :])
+        if not flags:
+            return cands, None
+        return cands, self.is_exposed(data, users.unsqueeze(1), cands)
+
+    # ------------------------------------------------------------------ candidate scoring
+    @torch.no_grad()
+    def best_candidate(self, tables, users, cands):
+        return candidate_scores(tables, users, cands)[0].argmax(dim=1, keepdim=True)
+
+    @torch.no_grad()
+    def softmax_choice(self, tables, users, cands, temperature, generator):
+        """Gumbel-max: ``argmax(log p + G)``, ``G = -log(-log U)`` with ``U ~ U(0, 1)``."""
+        logits, pu, q = candidate_scores(tables, users, cands)
+        if temperature != 1.0:
+            logits = logits.div_(temperature)
+        log_p = torch.log_softmax(logits, dim=1)
+        u = torch.rand(log_p.shape, dtype=log_p.dtype, device=log_p.device, generator=generator)
+        neg_gumbel = u.clamp_(min=1e-30).log_().neg_().log_()
+        choice = (log_p - neg_gumbel).argmax(dim=1, keepdim=True)
+        return SoftmaxChoice(log_p, choice, user_rows=pu, item_rows=q)
+
+    @torch.no_grad()
+    def score_lists(self, tables, users, items, chunk: int = 128):
+        """Works through ``chunk`` users at a time so that the gathered item rows stay in cache."""
+        device = tables.h.device
+        users = torch.as_tensor(np.asarray(users), device=device)
+        items = torch.as_tensor(np.asarray(items), device=device)
+        out = torch.empty(items.shape, dtype=tables.h.dtype, device=items.device)
+        for s in range(0, users.shape[0], chunk):
+            pu = tables.user.index_select(0, users[s : s + chunk]) * tables.h
+            rows = items[s : s + chunk]
+            q = tables.item.index_select(0, rows.reshape(-1)).view(*rows.shape, tables.item.shape[1])
+            out[s : s + chunk] = torch.linalg.vecdot(q, pu.unsqueeze(1))
+        return out.double().cpu().numpy()
+
+    # ------------------------------------------------------------------ fused steps
+    def step_rows(self, opt: GMFOptimizer, users, user_grads, items, item_grads, h_grad):
+        """Repeated rows' gradients are summed (:meth:`reinforcens.optim.RowwiseAdam.step`), then the
+        rows' moments and weights are gathered, updated and written back."""
+        bc1, bc2 = opt._advance()
+        b1, b2 = opt.betas
+        step_size = opt.lr * math.sqrt(bc2) / bc1
+        with torch.no_grad():
+            opt.user.step(users, user_grads, step_size, b1, b2, opt.eps)
+            opt.item.step(items, item_grads, step_size, b1, b2, opt.eps)
+            if h_grad is not None and opt.model.trains_h:
+                _step_h(opt, h_grad, bc1, bc2)
+
+    def bpr_step(self, opt: GMFOptimizer, users, pos, neg, l2):
+        model = opt.model
+        with torch.no_grad():
+            items = torch.cat([pos, neg])
+            pu = model.user.weight.index_select(0, users)
+            q = model.item.weight.index_select(0, items)
+            loss, grad_pu, grad_q, grad_h, neg_scores = bpr_with_grads(pu, q, model.h, l2)
+            opt.step_rows(users, grad_pu, items, grad_q, grad_h)
+        return loss, neg_scores
+
+    def reinforce_step(self, opt: GMFOptimizer, users, cands, drawn, rewards, l2, temperature):
+        """The gradients by the chain rule through ``z`` from the rows kept by :meth:`softmax_choice`."""
+        choice, pu, q = drawn.choice, drawn.user_rows, drawn.item_rows
+        assert pu is not None and q is not None, "a draw of the torch backend keeps its rows"
+        b, n, k = q.shape
+        h = opt.model.h.detach()
+        with torch.no_grad():
+            rewards = rewards.to(q.dtype)
+            if temperature != 1.0:
+                rewards = rewards / temperature
+            gz = drawn.log_softmax.exp().mul_(rewards.unsqueeze(1))
+            gz.scatter_add_(1, choice, rewards.unsqueeze(1).neg())
+            grad_q = gz.unsqueeze(2) * (pu * h).unsqueeze(1)
+            gq = torch.bmm(gz.unsqueeze(1), q).squeeze(1)
+            grad_h = torch.linalg.vecdot(pu, gq, dim=0)
+            grad_pu = gq.mul_(h)
+            if l2 > 0:
+                grad_pu.add_(pu, alpha=l2)
+                flat = torch.arange(b, device=q.device).mul_(n).add_(choice.squeeze(1))
+                grad_q = grad_q.view(b * n, k)
+                grad_q.index_add_(0, flat, q.view(b * n, k).index_select(0, flat), alpha=l2)
+            opt.step_rows(users, grad_pu, cands, grad_q, grad_h)
+
+    # ------------------------------------------------------------------ rewards
+    def mmd_reward(self, generated: torch.Tensor, exposed: torch.Tensor, bandwidths: Sequence[float]):
+        return mmd_reward(generated, exposed, bandwidths, compiled=False)
+
+
+def _step_h(opt: GMFOptimizer, grad: torch.Tensor, bc1: float, bc2: float) -> None:
+    """Dense Adam on ``h`` (``eps`` added after the bias correction of ``v``)."""
+    b1, b2 = opt.betas
+    m, v = opt.h_moments[0], opt.h_moments[1]
+    m.lerp_(grad, 1.0 - b1)
+    v.mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
+    denom = (v.sqrt() / math.sqrt(bc2)).add_(opt.eps)
+    opt.model.h.data.addcdiv_(m, denom, value=-opt.lr / bc1)
