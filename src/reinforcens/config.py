@@ -18,12 +18,38 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+#: the recommender keys, and what a config without them (made before they existed) means
+MODEL_DEFAULTS: dict[str, Any] = {"model": "gmf", "layers": 3, "sampler_model": "auto"}
+
+
+def _sampler_model(model: str, sampler_model: str) -> str:
+    if sampler_model != "auto":
+        return sampler_model
+    return model if model in ("gmf", "mf") else "mf"
+
+
+def canonical_model_keys(values: dict[str, Any], sampler: str) -> dict[str, Any]:
+    """``values`` (a config's, as JSON) with the recommender keys in one form per run: the learned
+    samplers' ``sampler_model`` resolved (and dropped for static samplers, which have no model of their
+    own), and all three keys dropped when they describe the default GMF. Two configs that train the
+    same run compare equal, and a config written before the keys existed equals today's default."""
+    from reinforcens.samplers import SAMPLERS, canonical_name
+
+    out = {k: v for k, v in values.items() if k not in MODEL_DEFAULTS}
+    keys = {k: values.get(k, v) for k, v in MODEL_DEFAULTS.items()}
+    learned = SAMPLERS[canonical_name(sampler)].learned
+    keys["sampler_model"] = _sampler_model(keys["model"], keys["sampler_model"]) if learned else None
+    if keys["model"] == "lightgcn" or keys["layers"] != 3 or keys["sampler_model"] not in (None, "gmf"):
+        out.update({k: v for k, v in keys.items() if v is not None})
+    elif keys["model"] != "gmf":
+        out["model"] = keys["model"]
+    return out
+
+
 class TrainConfig(StrictModel):
     """Everything that defines a training run (besides the data)."""
 
-    sampler: str = Field(
-        "uniform", description="negative sampler name (see `reinforcens train --help`)"
-    )
+    sampler: str = Field("uniform", description="negative sampler name (see `reinforcens train --help`)")
     sampler_options: dict[str, Any] = Field(
         default_factory=dict, description="the sampler's own options (validated by the sampler)"
     )
@@ -75,9 +101,7 @@ class TrainConfig(StrictModel):
     )
     pretrain_epochs: int = Field(400, ge=1, description="maximum epochs of pretraining")
     pretrain_patience: int = Field(10, ge=1, description="early-stop patience of pretraining")
-    pretrain_negatives: int = Field(
-        4, ge=1, description="uniform negatives per positive in pretraining"
-    )
+    pretrain_negatives: int = Field(4, ge=1, description="uniform negatives per positive in pretraining")
     below_pretrained_stop: int = Field(
         10,
         ge=0,
@@ -154,9 +178,7 @@ class TrainConfig(StrictModel):
 
     def resolved_sampler_model(self) -> str:
         """The kind of a learned sampler's own model (see ``sampler_model``)."""
-        if self.sampler_model != "auto":
-            return self.sampler_model
-        return self.model if self.model in ("gmf", "mf") else "mf"
+        return _sampler_model(self.model, self.sampler_model)
 
     def resolved_init(self) -> str:
         from reinforcens.samplers import SAMPLERS

@@ -158,6 +158,9 @@ def read_data_info(run_dir: Path) -> dict[str, Any]:
 def config_differences(saved: dict[str, Any], mine: dict[str, Any]) -> list[str]:
     """The defining config keys in which two configs differ (see :data:`NON_DEFINING_KEYS`: the device
     and backend are compared as resolved, in ``run.json``; the pretrained checkpoint by checksum)."""
+    from reinforcens.config import canonical_model_keys
+
+    saved, mine = (canonical_model_keys(c, str(c.get("sampler", "uniform"))) for c in (saved, mine))
     keys = set(saved) | set(mine)
     return sorted(k for k in keys if k not in NON_DEFINING_KEYS and saved.get(k) != mine.get(k))
 

@@ -313,9 +313,7 @@ class Trainer:
             # epoch 0: the pretrained state is a candidate too
             v = self.validate(rank_model)
             best_valid, best_state = v, self._state(model, sampler, 0, v)
-            history.append(
-                {"epoch": 0, "stage": name, "valid_auc": v["auc"], "valid_ndcg": v["ndcg"]}
-            )
+            history.append({"epoch": 0, "stage": name, "valid_auc": v["auc"], "valid_ndcg": v["ndcg"]})
             if stage_dir is not None:  # so a resumed run that never beats it still has a best state
                 save_checkpoint(stage_dir / rundir.BEST, best_state)
 
@@ -435,9 +433,7 @@ class Trainer:
             )
         return records
 
-    def _state(
-        self, model: Recommender, sampler: NegativeSampler, epoch: int, valid: dict
-    ) -> dict[str, Any]:
+    def _state(self, model: Recommender, sampler: NegativeSampler, epoch: int, valid: dict) -> dict[str, Any]:
         return {
             "recommender": {k: v.detach().clone() for k, v in model.state_dict().items()},
             "sampler": _clone(sampler.state_dict()),
@@ -500,6 +496,7 @@ class Trainer:
                     f"({st['n_users']} users, {st['n_items']} items)",
                     cfg.pretrained,
                 )
+            _check_pretrained_model(st, cfg, cfg.pretrained)
             return st, st.get("valid", {}).get("auc")
         stage_dir = self.out / "pretrain" if self.out else None
         if stage_dir and (stage_dir / "done.json").is_file():
@@ -624,6 +621,21 @@ _LAST_KEYS = ("recommender", "optimizer", "sampler", "generators", "epoch", "bes
               "seconds", "best_valid")  # fmt: skip
 
 
+def _check_pretrained_model(st: dict[str, Any], cfg: TrainConfig, path: str | Path) -> None:
+    """Raise :class:`ConfigError` unless the checkpoint ``st`` holds a model of the run's kind (and
+    layers): a GMF's trained ``h`` must not become an MF's fixed one, nor a LightGCN start from a GMF."""
+    try:
+        theirs = json.loads(st["config"]) if isinstance(st.get("config"), str) else {}
+    except json.JSONDecodeError:
+        theirs = {}
+    kind, layers = theirs.get("model", "gmf"), theirs.get("layers", 3)
+    if kind != cfg.model or (kind == "lightgcn" and layers != cfg.layers):
+        what = f"{kind} with {layers} layers" if kind == "lightgcn" else kind
+        raise ConfigError(
+            f"{path}: the pretrained checkpoint is a {what} model, this run trains --model {cfg.model}"
+        )
+
+
 def load_run(
     run_dir: str | Path,
     device: str = "cpu",
@@ -649,7 +661,7 @@ def load_run(
     st = load_checkpoint(path, device, require=_STATE_KEYS)
     ranks_with_sampler = cfg.sampler == "irgan" and not recommender
     kind = cfg.resolved_sampler_model() if ranks_with_sampler else cfg.model
-    if MODELS[kind].dot_product:
+    if not MODELS[kind].needs_graph:
         spec = ModelSpec(kind, int(st["n_users"]), int(st["n_items"]), cfg.dim)
     else:
         if data is None:

@@ -47,7 +47,7 @@ def _evaluate_run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     if not run_dir.is_dir():
         raise ConfigError(f"--run {run_dir}: no such run directory")
     data = data_for(run_dir, args.data)
-    _, model, _ = load_run(run_dir)
+    _, model, _ = load_run(run_dir, data=data)
     return evaluate(TorchScorer(model), data, full_k=args.k)
 
 

@@ -100,6 +100,9 @@ def ablation(
     """
     seeds = parse_seeds(seeds)
     base = dict(base or {})
+    from reinforcens.experiments.tune import check_tuned_model
+
+    check_tuned_model(tuned, base)
     methods = ablation_methods(rns_alpha, rns_beta, es_beta, tuned, str(base.get("model", "gmf")))
     pre = {**base, **tuned_overrides(tuned, "uniform")}
     out = Path(out)

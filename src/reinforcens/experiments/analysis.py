@@ -80,19 +80,20 @@ def _load_data_for(run_dir: Path, data: str | Path | None):
     return data_for(run_dir, data)
 
 
-def _recommender(run_dir: Path):
-    """The run's recommender (for IRGAN too, whose ranking model is its generator)."""
+def _recommender(run_dir: Path, data):
+    """The run's recommender (for IRGAN too, whose ranking model is its generator); ``data``: its
+    prepared dataset (a graph model's graph)."""
     from reinforcens.train import load_run
 
-    cfg, model, _ = load_run(run_dir, recommender=True)
+    cfg, model, _ = load_run(run_dir, data=data, recommender=True)
     return cfg, model.eval()
 
 
-def _ranking_model(run_dir: Path):
+def _ranking_model(run_dir: Path, data):
     """The model that ranks (IRGAN's generator, else the recommender)."""
     from reinforcens.train import load_run
 
-    return load_run(run_dir)[1]
+    return load_run(run_dir, data=data)[1]
 
 
 def _exposed_for(users: np.ndarray, exposures, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -183,8 +184,8 @@ def analyze_run(
     neg_path = run_dir / rundir.NEGATIVES
     if not neg_path.is_file():
         raise DataError("missing: train with record_negatives > 0", neg_path)
-    cfg, model = _recommender(run_dir)
     prepared = _load_data_for(run_dir, data)
+    cfg, model = _recommender(run_dir, prepared)
     if prepared.n_users != model.n_users or prepared.n_items != model.n_items:
         raise DataError("the run was trained on other data than --data", run_dir)
     exposures = prepared.train_exposures
@@ -221,7 +222,9 @@ def analyze_run(
         feats.astype(np.float64)
     )
     return RunAnalysis(
-        popularity_spearman=popularity_alignment(_ranking_model(run_dir), prepared.item_popularity()),
+        popularity_spearman=popularity_alignment(
+            _ranking_model(run_dir, prepared), prepared.item_popularity()
+        ),
         name=name or run_dir.name,
         run_dir=str(run_dir),
         sampler=cfg.sampler,

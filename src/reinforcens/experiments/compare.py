@@ -272,8 +272,9 @@ def format_table(
     for e in stuck.values():
         lines.append(
             f"† {e['label']}: in {e['never_beat_start']} of {e['n']} seed(s) the learned stage never beat "
-            "its pretrained BPR-GMF start on validation AUC, so those seeds report the pretrained model "
-            "itself (equal to the BPR-GMF run of the same seed where that run is the start)."
+            "its pretrained start (BPR with uniform negatives) on validation AUC, so those seeds report "
+            "the pretrained model itself (equal to the uniform run of the same seed where that run is the "
+            "start)."
         )
     for e in chance.values():
         lines.append(
@@ -385,6 +386,9 @@ def compare(
             names.append(reference)
     seeds = parse_seeds(seeds)
     base = dict(base or {})
+    from reinforcens.experiments.tune import check_tuned_model
+
+    check_tuned_model(tuned, base)
     model = str(base.get("model", "gmf"))
     ms = [Method(n, n, values=tuned_overrides(tuned, n), label=display_name(n, model)) for n in names]
     pre = {**base, **tuned_overrides(tuned, "uniform")}

@@ -152,7 +152,9 @@ def resolved_values(sampler: str, values: dict[str, Any]) -> dict[str, Any]:
 
     if sampler == ITEMPOP:  # not trained: only the cut-off of its full-ranking metrics matters
         return {"full_k": int(values.get("full_k", 20))}
-    cfg = json.loads(TrainConfig.build(**values, sampler=sampler).to_json())
+    from reinforcens.config import canonical_model_keys
+
+    cfg = canonical_model_keys(json.loads(TrainConfig.build(**values, sampler=sampler).to_json()), sampler)
     for key in ("sampler", *_IGNORED_KEYS):
         cfg.pop(key, None)
     return cfg

@@ -324,7 +324,7 @@ def format_tuned(tuned: dict[str, Any]) -> str:
         text = ", ".join(f"{k}={v:g}" for k, v in {**vals, **opts}.items())
         body.append(
             [
-                display_name(n),
+                display_name(n, (tuned.get("base") or {}).get("model", "gmf")),
                 str(e["trials"]),
                 str(e["grid_size"]),
                 report.fmt_value(e["valid_auc"]),
@@ -336,6 +336,16 @@ def format_tuned(tuned: dict[str, Any]) -> str:
         report.markdown_table(headers, body, align="lrrrrl")
         + f"\n\nSelected on validation list AUC only; seed {tuned['seed']}.\n"
     )
+
+
+def check_tuned_model(tuned: dict[str, Any] | None, base: dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` if ``tuned`` was tuned for another recommender than ``base``'s."""
+    if not tuned:
+        return
+    theirs = (tuned.get("base") or {}).get("model", "gmf")
+    mine = base.get("model", "gmf")
+    if theirs != mine:
+        raise ConfigError(f"--tuned: its settings were tuned for --model {theirs}, not {mine}")
 
 
 def load_tuned(path: str | Path) -> dict[str, Any]:

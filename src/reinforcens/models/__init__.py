@@ -14,7 +14,7 @@ MODELS: dict[str, type[Recommender]] = {cls.kind: cls for cls in (GMF, MF, Light
 
 def make_model(spec: ModelSpec, generator: torch.Generator | None = None) -> Recommender:
     """A new recommender of ``spec.kind``, initialised from ``generator``."""
-    return MODELS[spec.kind].from_spec(spec, generator)  # type: ignore[attr-defined]
+    return MODELS[spec.kind].from_spec(spec, generator)
 
 
 __all__ = [

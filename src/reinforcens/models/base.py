@@ -67,14 +67,21 @@ class ModelSpec:
 class Recommender(nn.Module):
     """Base class of the recommenders (see the module docstring).
 
-    Subclasses set :attr:`kind` and :attr:`label`, build their parameters in ``__init__(spec,
-    generator)`` and implement :meth:`tables` (with gradients when ``grad=True``); the rest is shared.
+    Subclasses set :attr:`kind` and :attr:`label`, implement :meth:`from_spec` (the registry builds
+    every model with it) and :meth:`tables` (with gradients when ``grad=True``); the rest is shared.
     """
 
     kind: ClassVar[str] = ""
     label: ClassVar[str] = ""
     #: whether the fused GMF step (hand-computed gradients, row-wise Adam) trains it
     dot_product: ClassVar[bool] = False
+    #: whether it is built from the training clicks (its graph), so loading it needs the run's data
+    needs_graph: ClassVar[bool] = False
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, generator: torch.Generator | None = None) -> Recommender:
+        """A new model of this kind for ``spec``, initialised from ``generator``."""
+        raise NotImplementedError
 
     n_users: int
     n_items: int
@@ -108,8 +115,13 @@ class Recommender(nn.Module):
 
     # ------------------------------------------------------------------ scoring (no gradients)
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Differentiable scores of ``(users, items)``; ``items`` of shape (B,) or (B, N)."""
-        return self.features(users, items, grad=True) @ self.tables(grad=True).h
+        """Scores of ``(users, items)``, ``items`` of shape (B,) or (B, N): differentiable when
+        gradients are enabled, from the cached effective tables otherwise."""
+        t = self.tables(grad=torch.is_grad_enabled())
+        p, q = t.user[users], t.item[items]
+        if q.dim() == p.dim() + 1:
+            p = p.unsqueeze(-2)
+        return (p * q) @ t.h
 
     def features(self, users: torch.Tensor, items: torch.Tensor, grad: bool = False) -> torch.Tensor:
         """Interaction features ``P_u * Q_i`` (what RNS's MMD reward matches); ``items`` may have an

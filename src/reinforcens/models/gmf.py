@@ -78,6 +78,12 @@ class GMF(Recommender):
             p = p.unsqueeze(-2)
         return p * q
 
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores ``h . (p_u * q_i)``, through the sparse embedding lookups when gradients are on."""
+        if not torch.is_grad_enabled():
+            return super().forward(users, items)
+        return self.features(users, items, grad=True) @ self.h
+
     def regularised_rows(self, users, items):
         return self.user.weight[users], self.item.weight[items]
 

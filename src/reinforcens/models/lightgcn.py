@@ -62,6 +62,7 @@ class LightGCN(Recommender):
 
     kind: ClassVar[str] = "lightgcn"
     label: ClassVar[str] = "LightGCN"
+    needs_graph: ClassVar[bool] = True
 
     def __init__(
         self,

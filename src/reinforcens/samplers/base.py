@@ -48,7 +48,7 @@ class Negatives:
         backend, the policy's rows (:class:`reinforcens.ops.SoftmaxChoice`).
     exposed : torch.Tensor of bool or None
         (B,) whether each negative is an exposed-unclicked item of its user, where the sampler knows
-        it without a lookup (EBPR; RNS on the numba backend, from its candidates' flags).
+        it without a lookup (EBPR; the RNS family, from its candidates' exposure flags).
     fallback : torch.Tensor of bool or None
         (B,) BPR-EN: the negatives drawn uniformly because the user has no exposure.
     """
