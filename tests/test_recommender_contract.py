@@ -119,6 +119,23 @@ class RecommenderContract:
         expected = p[users].unsqueeze(1) * q[items]
         torch.testing.assert_close(model.features(users, items).double(), expected, rtol=1e-5, atol=1e-6)
 
+    def test_recommend_in_internal_ids_is_the_brute_force_top_k(self):
+        import scipy.sparse as sp
+
+        _, model = self._model(5)
+        users = np.array([0, 4, 6])
+        seen = {0: {1, 2}, 4: set(range(N_ITEMS - 2)), 6: set()}  # user 4 has only 2 items left
+        rows = [r for r, u in enumerate(users) for _ in seen[u]]
+        cols = [i for u in users for i in sorted(seen[u])]
+        exclude = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(users.size, N_ITEMS))
+        items, scores = model.recommend(users, k=4, exclude=exclude)
+        full = model.score_all(torch.as_tensor(users)).numpy()
+        for r, u in enumerate(users):
+            free = sorted((i for i in range(N_ITEMS) if i not in seen[u]), key=lambda i: (-full[r, i], i))[:4]
+            assert [i for i in items[r] if i >= 0] == free
+            np.testing.assert_allclose(scores[r][: len(free)], full[r, free], rtol=1e-6)
+            assert (items[r][len(free) :] == -1).all() and np.isneginf(scores[r][len(free) :]).all()
+
     def test_state_round_trip(self):
         spec, model = self._model(3)
         state = model.state_dict()
@@ -192,8 +209,10 @@ class RecommenderContract:
     def test_recommend_excludes_seen_items_and_answers_in_raw_ids(self, tiny_prepared, tmp_path):
         cfg = TrainConfig.build(model=self.kind, sampler="uniform", epochs=2, min_steps=0)
         Trainer(tiny_prepared, cfg, tmp_path / "run", progress=False).fit()
-        rec = TrainedRecommender.load(tmp_path / "run")
-        assert rec.model.kind == self.kind
+        import reinforcens
+
+        rec = reinforcens.load_run(tmp_path / "run")
+        assert isinstance(rec, TrainedRecommender) and rec.model.kind == self.kind
         out = rec.recommend(k=5)
         clicks = tiny_prepared.train_clicks
         seen = {

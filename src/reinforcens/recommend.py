@@ -30,7 +30,7 @@ from reinforcens.atomic import atomic_open, atomic_write_json
 from reinforcens.config import TrainConfig
 from reinforcens.data.prepared import PreparedDataset
 from reinforcens.errors import ConfigError
-from reinforcens.models.base import Recommender
+from reinforcens.models.base import Recommender, top_k
 
 
 def _positions(raw: np.ndarray, wanted: Iterable[Any], what: str) -> np.ndarray:
@@ -49,14 +49,6 @@ def _positions(raw: np.ndarray, wanted: Iterable[Any], what: str) -> np.ndarray:
             f"{len(unknown)} unknown {what} id(s) (not in the run's data), first: {unknown[0]!r}"
         )
     return np.asarray([index[w] for w in wanted], dtype=np.int64)
-
-
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of each row's ``k`` highest finite scores, best first, ties by lower index;
-    rows with fewer finite scores are padded with -1."""
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    finite = np.isfinite(np.take_along_axis(scores, order, axis=1))
-    return np.where(finite, order, -1)
 
 
 @dataclass
@@ -112,12 +104,7 @@ class TrainedRecommender:
         frames = []
         for start in range(0, users.size, chunk):
             u = users[start : start + chunk]
-            with torch.no_grad():
-                scores = self.model.score_all(torch.as_tensor(u)).double().cpu().numpy()
-            if seen is not None:
-                rows = seen[u].tocoo()
-                scores[rows.row, rows.col] = -np.inf
-            items = top_k(scores, min(k, scores.shape[1]))
+            items, scores = self.model.recommend(u, k, None if seen is None else seen[u])
             r, c = np.nonzero(items >= 0)
             picked = items[r, c]
             frames.append(
@@ -125,7 +112,7 @@ class TrainedRecommender:
                     {
                         "user": self.data.user_ids[u[r]],
                         "item": self.data.item_ids[picked],
-                        "score": scores[r, picked],
+                        "score": scores[r, c],
                         "rank": c + 1,
                     }
                 )

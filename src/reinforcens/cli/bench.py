@@ -485,12 +485,14 @@ def run_memory(
     device: str = "cpu",
     seed: int = 0,
     quiet: bool = False,
+    recommender: str = "gmf",
 ) -> dict[str, Any]:
     """Peak RSS of simulating (if not cached), preparing and training one epoch, each in a child.
 
     ``prepare`` always runs (into a temporary folder when the cache already holds the prepared
     preset). The training child loads the prepared dataset, builds the trainer, runs one epoch of
-    BPR-GMF and one of RNS (``N_s`` = 30), and evaluates the validation lists.
+    BPR and one of RNS (``N_s`` = 30) with the ``recommender`` model, and evaluates the validation
+    lists.
     """
     from reinforcens.data.prepared import is_prepared_dir
     from reinforcens.data.simulate import METADATA_FILE
@@ -510,7 +512,7 @@ def run_memory(
         _log(f"prepare {preset!r} -> {target}", quiet)
         steps["prepare"] = _peak_rss_of(prepare_command(preset, sim_dir, target), quiet)
         _check_child("prepare", steps["prepare"])
-    _log("training one epoch of BPR-GMF and one of RNS (N_s = 30)", quiet)
+    _log(f"training one epoch of BPR and one of RNS (N_s = 30), model {recommender}", quiet)
     steps["train"] = _peak_rss_of(
         [
             sys.executable,
@@ -521,6 +523,7 @@ def run_memory(
             device,
             str(threads),
             str(seed),
+            recommender,
         ],
         quiet,
     )
@@ -530,7 +533,7 @@ def run_memory(
         "mode": "memory",
         "preset": preset,
         "seed": seed,
-        "machine": machine_info(threads, torch.device(device)),
+        "machine": machine_info(threads, torch.device(device)) | {"model": recommender},
         "steps": steps,
         "peak_rss_mb": peak,
         "targets": {"peak_rss_mb": {"target": MEMORY_TARGET_MB, "met": peak <= MEMORY_TARGET_MB}},
@@ -542,7 +545,7 @@ def _check_child(name: str, step: dict[str, Any]) -> None:
         raise ConfigError(f"bench --memory: the {name} step failed (exit {step['returncode']})")
 
 
-def _train_child(prep_dir: str, device: str, threads: str, seed: str) -> None:
+def _train_child(prep_dir: str, device: str, threads: str, seed: str, model: str = "gmf") -> None:
     """The child process of the memory mode's training step."""
     from reinforcens.config import TrainConfig
     from reinforcens.data.prepared import load_prepared
@@ -550,7 +553,8 @@ def _train_child(prep_dir: str, device: str, threads: str, seed: str) -> None:
 
     set_threads(int(threads))
     data = load_prepared(prep_dir)
-    trainer = Trainer(data, TrainConfig.build(device=device, seed=int(seed)), None, progress=False)
+    cfg = TrainConfig.build(device=device, seed=int(seed), model=model)
+    trainer = Trainer(data, cfg, None, progress=False)
     for name in ("bpr", "rns30"):
         method = _our_method(trainer, name, int(seed))
         t0 = time.perf_counter()
@@ -606,7 +610,7 @@ def run(args: argparse.Namespace) -> int:
     cache = Path(args.cache) if args.cache else default_cache()
     if args.memory:
         preset = args.preset or "beibei"
-        result = run_memory(preset, cache, args.threads, args.device, args.seed, args.quiet)
+        result = run_memory(preset, cache, args.threads, args.device, args.seed, args.quiet, args.model)
     else:
         preset = args.preset or "zhihu"
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
@@ -643,4 +647,4 @@ def run(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":  # the memory mode's child processes
     if len(sys.argv) > 1 and sys.argv[1] == "_train_child":
-        _train_child(*sys.argv[2:6])
+        _train_child(*sys.argv[2:7])

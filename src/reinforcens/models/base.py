@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 
@@ -111,7 +112,7 @@ class Recommender(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.tables().h.device
+        return next(self.parameters()).device
 
     # ------------------------------------------------------------------ scoring (no gradients)
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -182,11 +183,49 @@ class Recommender(nn.Module):
         t = self.tables()
         return (t.user[users] * t.h) @ t.item.T
 
+    def recommend(
+        self, users: np.ndarray, k: int = 20, exclude: sp.csr_matrix | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``k`` items of each user by score, in internal ids.
+
+        Parameters
+        ----------
+        users
+            (n,) internal user ids.
+        k
+            Items per user.
+        exclude
+            (n, n_items) sparse matrix whose nonzero entries are never recommended (e.g. the users'
+            training clicks), row ``r`` for ``users[r]``.
+
+        Returns
+        -------
+        items : numpy.ndarray of int64
+            (n, min(k, n_items)) best first, ties by the lower item id; -1 past a user's last item.
+        scores : numpy.ndarray of float64
+            The scores of ``items`` (``-inf`` where ``items`` is -1).
+        """
+        scores = self.score_all(torch.as_tensor(np.asarray(users), device=self.device)).double().cpu().numpy()
+        if exclude is not None:
+            rows = sp.coo_matrix(exclude)
+            scores[rows.row, rows.col] = -np.inf
+        items = top_k(scores, min(k, scores.shape[1]))
+        picked = np.take_along_axis(scores, np.maximum(items, 0), axis=1)
+        return items, np.where(items >= 0, picked, -np.inf)
+
     def dot_state(self) -> dict[str, torch.Tensor]:
         """The effective tables as the state of a GMF (``user.weight``, ``item.weight``, ``h``): a
         GMF or MF loaded with it scores every pair as this model does."""
         t = self.tables()
         return {"user.weight": t.user.clone(), "item.weight": t.item.clone(), "h": t.h.clone()}
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of each row's ``k`` highest finite scores, best first, ties by lower index;
+    rows with fewer finite scores are padded with -1."""
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    finite = np.isfinite(np.take_along_axis(scores, order, axis=1))
+    return np.where(finite, order, -1)
 
 
 class TorchScorer:
