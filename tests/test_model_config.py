@@ -45,6 +45,9 @@ def test_default_runs_keep_their_keys_and_equal_runs_share_one():
     assert len({run_key("rns", "rns", v, fingerprint=f) for v in same}) == 1
     # a static sampler has no model of its own: sampler_model does not make another run
     assert run_key("uniform", "uniform", {"sampler_model": "mf"}, fingerprint=f) == "uniform-292e8bcc"
+    assert run_key("uniform", "uniform", {"model": "mf", "sampler_model": "gmf"}, fingerprint=f) == run_key(
+        "uniform", "uniform", {"model": "mf"}, fingerprint=f
+    )
     assert run_key("rns", "rns", {"model": "mf"}, fingerprint=f) == run_key(
         "rns", "rns", {"model": "mf", "sampler_model": "mf"}, fingerprint=f
     )

@@ -30,19 +30,18 @@ def _sampler_model(model: str, sampler_model: str) -> str:
 
 def canonical_model_keys(values: dict[str, Any], sampler: str) -> dict[str, Any]:
     """``values`` (a config's, as JSON) with the recommender keys in one form per run: the learned
-    samplers' ``sampler_model`` resolved (and dropped for static samplers, which have no model of their
-    own), and all three keys dropped when they describe the default GMF. Two configs that train the
-    same run compare equal, and a config written before the keys existed equals today's default."""
+    samplers' ``sampler_model`` resolved (static samplers have no model of their own), and each key
+    dropped where it has the value of a config written before the keys existed (``model`` gmf,
+    ``layers`` 3, a GMF policy or none). Two configs that train the same run compare equal, and an old
+    config equals today's default."""
     from reinforcens.samplers import SAMPLERS, canonical_name
 
     out = {k: v for k, v in values.items() if k not in MODEL_DEFAULTS}
     keys = {k: values.get(k, v) for k, v in MODEL_DEFAULTS.items()}
     learned = SAMPLERS[canonical_name(sampler)].learned
-    keys["sampler_model"] = _sampler_model(keys["model"], keys["sampler_model"]) if learned else None
-    if keys["model"] == "lightgcn" or keys["layers"] != 3 or keys["sampler_model"] not in (None, "gmf"):
-        out.update({k: v for k, v in keys.items() if v is not None})
-    elif keys["model"] != "gmf":
-        out["model"] = keys["model"]
+    keys["sampler_model"] = _sampler_model(keys["model"], keys["sampler_model"]) if learned else "gmf"
+    legacy = {"model": "gmf", "layers": 3, "sampler_model": "gmf"}
+    out.update({k: v for k, v in keys.items() if v != legacy[k]})
     return out
 
 
