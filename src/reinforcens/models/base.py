@@ -156,11 +156,9 @@ class Recommender(nn.Module):
         item_rows : torch.Tensor
             ``Q_i``, shape (B, N, K).
         """
-        t = self.tables()
-        pu = t.user.index_select(0, users)
-        q = t.item.index_select(0, items.reshape(-1)).view(*items.shape, t.item.shape[1])
-        scores = torch.linalg.vecdot(q, (pu * t.h).unsqueeze(1))
-        return scores, pu, q
+        from reinforcens.ops.torch_ops import candidate_scores
+
+        return candidate_scores(self.tables(), users, items)
 
     @torch.no_grad()
     def score_lists(self, users: torch.Tensor, items: torch.Tensor, chunk: int = 128) -> torch.Tensor:
