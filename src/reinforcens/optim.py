@@ -50,7 +50,7 @@ import torch
 
 from reinforcens.backend import np_view
 from reinforcens.losses import bpr_loss, l2_penalty
-from reinforcens.models.base import Recommender
+from reinforcens.models.base import Recommender, rows_of
 from reinforcens.models.gmf import GMF
 from reinforcens.ops import check_rows as _check_rows
 from reinforcens.ops import make_ops
@@ -358,9 +358,9 @@ class AutogradOptimizer:
         _check_rows(pos, model.n_items, "positive item")
         _check_rows(neg, model.n_items, "negative item")
         t = model.tables(grad=True)
-        pu = t.user[users] * t.h
-        pos_s = torch.linalg.vecdot(pu, t.item[pos])
-        neg_s = torch.linalg.vecdot(pu, t.item[neg])
+        pu = rows_of(t.user, users) * t.h
+        pos_s = torch.linalg.vecdot(pu, rows_of(t.item, pos))
+        neg_s = torch.linalg.vecdot(pu, rows_of(t.item, neg))
         loss = bpr_loss(pos_s, neg_s)
         if l2 > 0:
             loss = loss + l2 * l2_penalty(*model.regularised_rows(users, torch.cat([pos, neg])))

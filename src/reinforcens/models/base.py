@@ -13,6 +13,7 @@ autograd step (:class:`reinforcens.optim.AutogradOptimizer`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
@@ -119,7 +120,7 @@ class Recommender(nn.Module):
         """Scores of ``(users, items)``, ``items`` of shape (B,) or (B, N): differentiable when
         gradients are enabled, from the cached effective tables otherwise."""
         t = self.tables(grad=torch.is_grad_enabled())
-        p, q = t.user[users], t.item[items]
+        p, q = rows_of(t.user, users), rows_of(t.item, items)
         if q.dim() == p.dim() + 1:
             p = p.unsqueeze(-2)
         return (p * q) @ t.h
@@ -128,8 +129,8 @@ class Recommender(nn.Module):
         """Interaction features ``P_u * Q_i`` (what RNS's MMD reward matches); ``items`` may have an
         extra trailing dimension."""
         t = self.tables(grad=grad)
-        p = t.user[users]
-        q = t.item[items]
+        p = rows_of(t.user, users)
+        q = rows_of(t.item, items)
         if q.dim() == p.dim() + 1:
             p = p.unsqueeze(-2)
         return p * q
@@ -166,14 +167,9 @@ class Recommender(nn.Module):
 
         Works through ``chunk`` users at a time so that the gathered item rows stay in cache.
         """
-        t = self.tables()
-        out = torch.empty(items.shape, dtype=t.h.dtype, device=items.device)
-        for s in range(0, users.shape[0], chunk):
-            pu = t.user.index_select(0, users[s : s + chunk]) * t.h
-            rows = items[s : s + chunk]
-            q = t.item.index_select(0, rows.reshape(-1)).view(*rows.shape, t.item.shape[1])
-            out[s : s + chunk] = torch.linalg.vecdot(q, pu.unsqueeze(1))
-        return out
+        from reinforcens.ops.torch_ops import list_scores
+
+        return list_scores(self.tables(), users, items, chunk)
 
     @torch.no_grad()
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
@@ -216,6 +212,25 @@ class Recommender(nn.Module):
         GMF or MF loaded with it scores every pair as this model does."""
         t = self.tables()
         return {"user.weight": t.user.clone(), "item.weight": t.item.clone(), "h": t.h.clone()}
+
+
+def rows_of(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` (rows, ``index`` of any shape) by ``index_select``, whose backward (an
+    ``index_add``) sums repeated rows in a fixed order; the backward of ``table[index]`` does not on a
+    multi-threaded CPU, so training would not be reproducible from its seed."""
+    return table.index_select(0, index.reshape(-1)).view(*index.shape, table.shape[1])
+
+
+@torch.no_grad()
+def init_tables(
+    tables: tuple[nn.Embedding, ...], init_std: float | str, generator: torch.Generator | None
+) -> None:
+    """Initialise embedding tables in order: a normal of std ``init_std``, or for ``"xavier"`` Glorot's
+    normal scale ``sqrt(2 / (rows + dim))`` of each table (PyTorch's ``xavier_normal_``)."""
+    for table in tables:
+        rows, dim = table.weight.shape
+        std = math.sqrt(2.0 / (rows + dim)) if init_std == "xavier" else float(init_std)
+        table.weight.normal_(0.0, std, generator=generator)
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

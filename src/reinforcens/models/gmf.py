@@ -3,13 +3,12 @@ matrix factorization ``score(u, i) = p_u . q_i`` (the BPR-MF of Rendle et al., U
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from reinforcens.models.base import ModelSpec, Recommender, Tables
+from reinforcens.models.base import ModelSpec, Recommender, Tables, init_tables, rows_of
 
 
 class GMF(Recommender):
@@ -52,11 +51,7 @@ class GMF(Recommender):
         self.user = nn.Embedding(n_users, dim, sparse=True)
         self.item = nn.Embedding(n_items, dim, sparse=True)
         self.h = nn.Parameter(torch.ones(dim))
-        with torch.no_grad():
-            for table in (self.user, self.item):
-                rows = table.weight.shape[0]
-                std = math.sqrt(2.0 / (rows + dim)) if init_std == "xavier" else float(init_std)
-                table.weight.normal_(0.0, std, generator=generator)
+        init_tables((self.user, self.item), init_std, generator)
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, generator: torch.Generator | None = None) -> GMF:
@@ -85,7 +80,7 @@ class GMF(Recommender):
         return self.features(users, items, grad=True) @ self.h
 
     def regularised_rows(self, users, items):
-        return self.user.weight[users], self.item.weight[items]
+        return rows_of(self.user.weight, users), rows_of(self.item.weight, items)
 
     def make_optimizer(self, lr: float, backend: str):
         from reinforcens.optim import GMFOptimizer

@@ -16,7 +16,6 @@ code and RecBole's ``LightGCN`` do.
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import ClassVar
 
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from reinforcens.models.base import ModelSpec, Recommender, Tables
+from reinforcens.models.base import ModelSpec, Recommender, Tables, init_tables, rows_of
 
 
 def normalized_adjacency(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> torch.Tensor:
@@ -79,11 +78,7 @@ class LightGCN(Recommender):
         self.n_users, self.n_items, self.dim, self.layers = n_users, n_items, dim, layers
         self.user = nn.Embedding(n_users, dim)
         self.item = nn.Embedding(n_items, dim)
-        with torch.no_grad():
-            for table in (self.user, self.item):
-                rows = table.weight.shape[0]
-                std = math.sqrt(2.0 / (rows + dim)) if init_std == "xavier" else float(init_std)
-                table.weight.normal_(0.0, std, generator=generator)
+        init_tables((self.user, self.item), init_std, generator)
         self.register_buffer(
             "adjacency", normalized_adjacency(click_users, click_items, n_users, n_items), persistent=False
         )
@@ -127,4 +122,4 @@ class LightGCN(Recommender):
         return self._cache
 
     def regularised_rows(self, users, items):
-        return self.user.weight[users], self.item.weight[items]
+        return rows_of(self.user.weight, users), rows_of(self.item.weight, items)

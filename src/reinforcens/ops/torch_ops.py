@@ -33,6 +33,19 @@ def candidate_scores(
     return scores, pu, q
 
 
+@torch.no_grad()
+def list_scores(tables: Tables, users: torch.Tensor, items: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+    """Scores (n, L) ``h . (P_u * Q_i)`` of item lists, ``chunk`` users at a time so that the gathered
+    item rows stay in cache (what :meth:`reinforcens.models.base.Recommender.score_lists` computes)."""
+    out = torch.empty(items.shape, dtype=tables.h.dtype, device=items.device)
+    for s in range(0, users.shape[0], chunk):
+        pu = tables.user.index_select(0, users[s : s + chunk]) * tables.h
+        rows = items[s : s + chunk]
+        q = tables.item.index_select(0, rows.reshape(-1)).view(*rows.shape, tables.item.shape[1])
+        out[s : s + chunk] = torch.linalg.vecdot(q, pu.unsqueeze(1))
+    return out
+
+
 class TorchOps(Ops):
     """The torch implementations (any device); see :class:`reinforcens.ops.base.Ops`."""
 
@@ -107,13 +120,7 @@ class TorchOps(Ops):
         device = tables.h.device
         users = torch.as_tensor(np.asarray(users), device=device)
         items = torch.as_tensor(np.asarray(items), device=device)
-        out = torch.empty(items.shape, dtype=tables.h.dtype, device=items.device)
-        for s in range(0, users.shape[0], chunk):
-            pu = tables.user.index_select(0, users[s : s + chunk]) * tables.h
-            rows = items[s : s + chunk]
-            q = tables.item.index_select(0, rows.reshape(-1)).view(*rows.shape, tables.item.shape[1])
-            out[s : s + chunk] = torch.linalg.vecdot(q, pu.unsqueeze(1))
-        return out.double().cpu().numpy()
+        return list_scores(tables, users, items, chunk).double().cpu().numpy()
 
     # ------------------------------------------------------------------ fused steps
     def step_rows(self, opt: GMFOptimizer, users, user_grads, items, item_grads, h_grad):
