@@ -23,6 +23,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,10 @@ class Trainer:
         Show a progress bar per epoch.
     resume
         Continue from ``out_dir/last.pt`` if present (the saved config must match).
+    on_validate
+        Called as ``on_validate(epoch, {"auc", "ndcg"})`` after each validation of the main stage, once
+        that epoch is saved (so an exception it raises, e.g. a tuner's pruning, stops the run where a
+        later ``resume`` continues it).
     """
 
     def __init__(
@@ -102,8 +107,10 @@ class Trainer:
         out_dir: str | Path | None = None,
         progress: bool = True,
         resume: bool = False,
+        on_validate: Callable[[int, dict[str, float]], None] | None = None,
     ):
         self.data = data
+        self.on_validate = on_validate
         self.config = config
         self.out = Path(out_dir) if out_dir is not None else None
         self.progress = progress
@@ -377,6 +384,8 @@ class Trainer:
                     records,
                     stopped=bool(stop) or epoch == max_epochs,
                 )
+            if self.on_validate is not None and name == "train" and "valid_auc" in row:
+                self.on_validate(epoch, {"auc": row["valid_auc"], "ndcg": row["valid_ndcg"]})
             if self.progress:
                 msg = f"{name} epoch {epoch}: loss {stats['loss']:.4f}"
                 if "valid_auc" in row:

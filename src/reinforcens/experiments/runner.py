@@ -126,6 +126,9 @@ class RunSpec:
         The run directory (absolute).
     pretrain
         The run directory of the ``uniform`` run whose ``best.pt`` initialises this one, or ``None``.
+    on_validate
+        A picklable callable given to the trainer (:class:`reinforcens.train.Trainer`'s
+        ``on_validate``), e.g. a tuner's report of intermediate scores; it does not define the run.
     """
 
     key: str
@@ -134,6 +137,7 @@ class RunSpec:
     values: dict[str, Any]
     run_dir: str
     pretrain: str | None = None
+    on_validate: Callable[[int, dict[str, float]], None] | None = None
 
     def config(self):
         """The run's validated :class:`~reinforcens.config.TrainConfig`."""
@@ -402,7 +406,7 @@ def _run_trained(spec: RunSpec, data: PreparedDataset, run_dir: Path) -> dict[st
         from reinforcens.backend import set_threads
 
         set_threads(_WORKER_THREADS)
-    Trainer(data, spec.config(), run_dir, progress=False, resume=True).fit()
+    Trainer(data, spec.config(), run_dir, progress=False, resume=True, on_validate=spec.on_validate).fit()
     return rundir.read_json(run_dir / rundir.METRICS)
 
 
@@ -524,6 +528,8 @@ def run_specs(
     jobs: int = 1,
     progress: bool = True,
     desc: str = "runs",
+    engine: str = "local",
+    address: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Execute ``specs`` (pretraining runs before the runs that need them).
 
@@ -539,6 +545,10 @@ def run_specs(
         Show one progress bar over all runs.
     desc
         The progress bar's label.
+    engine
+        ``"local"`` (this process, or a pool of ``jobs`` worker processes) or ``"ray"``.
+    address
+        The Ray cluster's address (``"auto"``, or ``host:port``) with ``engine="ray"``.
 
     Returns
     -------
@@ -552,6 +562,8 @@ def run_specs(
     interrupts as Ctrl-C does, raising :class:`Terminated` (a :class:`KeyboardInterrupt`). Worker
     processes never outlive this process.
     """
+    if engine != "local":
+        raise ConfigError(f"--engine {engine}: not available yet")
     data_path = str(Path(data_path).resolve())
     unique: dict[str, RunSpec] = {}
     for s in specs:
