@@ -66,3 +66,19 @@ def print_json(obj: Any) -> None:
 
 def fmt(value: float, digits: int = 4) -> str:
     return "nan" if value != value else f"{value:.{digits}f}"
+
+
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """``--engine`` and ``--address``: where the runs of a multi-run command execute."""
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this machine, --jobs worker processes (default); ray: one Ray task per run "
+        "(pip install 'reinforcens[ray]')",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="with --engine ray: the cluster's address ('auto', or host:port); default: a local Ray",
+    )

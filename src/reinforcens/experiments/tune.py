@@ -145,6 +145,8 @@ def tune(
     grid: dict[str, list[Any]] | None = None,
     jobs: int | None = None,
     progress: bool = True,
+    engine: str = "local",
+    address: str | None = None,
 ) -> dict[str, Any]:
     """Search each method's grid on validation AUC with the same number of trials.
 
@@ -168,6 +170,8 @@ def tune(
         Parallel processes (default: the CPU count).
     progress
         Show the overall progress bar.
+    engine, address
+        Where the trials run (see :func:`reinforcens.experiments.runner.run_specs`).
 
     Returns
     -------
@@ -195,7 +199,9 @@ def tune(
         plans[n] = [(s, method_values(Method(n, n, values=setting_values(s)), base)) for s in settings]
     record = data_record(data)  # the data is loaded and verified before anything is written
     with DirectoryLock(out, "experiment"):
-        specs, results = _run_trials(data, plans, out, seed, base, jobs or default_jobs(), progress)
+        specs, results = _run_trials(
+            data, plans, out, seed, base, jobs or default_jobs(), progress, engine, address
+        )
         best, rows = _select(plans, specs, results, grid)
         tuned = {
             "metric": "valid.auc",
@@ -219,6 +225,8 @@ def _run_trials(
     base: dict[str, Any],
     jobs: int,
     progress: bool,
+    engine: str = "local",
+    address: str | None = None,
 ) -> tuple[dict[str, list[RunSpec]], dict[str, dict[str, Any]]]:
     """Run every method's trials: those without pretraining first (``uniform`` among them), then the
     learned samplers from the best ``uniform`` trial (or a ``uniform`` run with the common settings).
@@ -244,7 +252,8 @@ def _run_trials(
     later = [n for n in plans if n not in first]
     all_specs: dict[str, list[RunSpec]] = {n: specs_of(n, None, None) for n in first}
     results = run_specs(
-        [s for n in first for s in all_specs[n]], data, jobs=jobs, progress=progress, desc="tune"
+        [s for n in first for s in all_specs[n]], data, jobs=jobs, progress=progress, desc="tune",
+        engine=engine, address=address,
     )
     if later:
         if "uniform" in first:
@@ -254,12 +263,18 @@ def _run_trials(
             pre_values = pretraining_values(base)
             pre_key = run_key("uniform", "uniform", pre_values, fingerprint=fingerprint)
             pre_spec = spec("uniform", pre_values, pre_key)
-            results.update(run_specs([pre_spec], data, jobs=1, progress=progress, desc="pretrain"))
+            results.update(
+                run_specs(
+                    [pre_spec], data, jobs=1, progress=progress, desc="pretrain", engine=engine,
+                    address=address,
+                )
+            )
         for n in later:
             all_specs[n] = specs_of(n, pre_spec.run_dir, pre_key)
         results.update(
             run_specs(
-                [s for n in later for s in all_specs[n]], data, jobs=jobs, progress=progress, desc="tune"
+                [s for n in later for s in all_specs[n]], data, jobs=jobs, progress=progress, desc="tune",
+                engine=engine, address=address,
             )
         )
     return {n: all_specs[n] for n in plans}, results
