@@ -222,6 +222,27 @@ def test_users_without_exposure(name, backend):
     assert np.isfinite(list(s.epoch_end().values())).all()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", NAMES)
+def test_every_sampler_takes_an_empty_batch(name, backend):
+    """A batch of no pairs (a data-parallel rank's share of a short last batch) samples nothing and
+    steps: the torch backend's membership searches once failed to reshape zero rows."""
+    _, td = build(4, backend=backend)
+    s, m = sampler_for(name, td), model_for(td)
+    if s.learned:
+        s.init_from_pretrained(m.dot_state())
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    empty = torch.zeros(0, dtype=torch.long)
+    neg = s.sample(empty, empty, m)
+    assert neg.items.shape == (0,)
+    loss, neg_s = m.make_optimizer(1e-2, backend).bpr_step(empty, empty, neg.items, 1e-4)
+    assert float(loss) == 0.0 and neg_s.shape == (0,)
+    s.update(empty, empty, neg, m, neg_s)
+    s.epoch_end()
+    for k, v in m.state_dict().items():  # Adam with zero gradients leaves the rows alone
+        assert torch.equal(v, before[k]), k
+
+
 # ------------------------------------------------------------------------------ DNS's argmax
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dns_candidates", [2, 50])

@@ -52,8 +52,8 @@ from reinforcens.backend import np_view
 from reinforcens.losses import bpr_loss, l2_penalty
 from reinforcens.models.base import Recommender, rows_of
 from reinforcens.models.gmf import GMF
+from reinforcens.ops import Ops, make_ops
 from reinforcens.ops import check_rows as _check_rows
-from reinforcens.ops import make_ops
 
 
 class RowwiseAdam:
@@ -134,7 +134,7 @@ class RowwiseAdam:
     ) -> None:
         """Update ``rows`` (int64, any shape, repeats allowed) with gradients ``grads`` (rows, K)."""
         rows = rows.reshape(-1)
-        rows, g = self._merge(rows, grads.reshape(rows.numel(), -1))
+        rows, g = self._merge(rows, grads.reshape(rows.numel(), self.weight.shape[1]))
         weight = self.weight.data
         m = self.exp_avg.index_select(0, rows).lerp_(g, 1.0 - beta1)
         v = self.exp_avg_sq.index_select(0, rows).mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
@@ -165,7 +165,8 @@ class GMFOptimizer:
         Adam's moment decay rates and denominator constant.
     backend
         ``"torch"`` or ``"numba"`` (compiled kernels; the model must be on the CPU), see
-        :mod:`reinforcens.backend`; the steps run in :attr:`ops` (``make_ops(backend)``).
+        :mod:`reinforcens.backend`, or the :class:`~reinforcens.ops.Ops` of the run; the steps run in
+        :attr:`ops` (``make_ops(backend)``).
     """
 
     def __init__(
@@ -174,7 +175,7 @@ class GMFOptimizer:
         lr: float,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
-        backend: str = "torch",
+        backend: str | Ops = "torch",
     ):
         self.ops = make_ops(backend)
         self.ops.check_device(model.h.device)
@@ -334,13 +335,21 @@ class AutogradOptimizer:
     The loss is GMF's (:func:`reinforcens.losses.bpr_with_grads`): ``sum_b softplus(-(r_ui - r_uj)) +
     0.5 * l2 * sum ||e||^2`` over the parameter rows of the batch (:meth:`Recommender.regularised_rows`:
     LightGCN's ``E^(0)`` rows). Adam is dense (every parameter with a gradient moves each step), as
-    RecBole and the LightGCN authors train.
+    RecBole and the LightGCN authors train. ``ops``: the run's operations; with several ranks
+    (:class:`reinforcens.ops.distributed.DistributedOps`) the gradients and the loss are summed over
+    them before the step.
     """
 
     def __init__(
-        self, model: Recommender, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+        self,
+        model: Recommender,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        ops: Ops | None = None,
     ):
         self.model = model
+        self.ops = ops
         self.lr = float(lr)
         self.adam = torch.optim.Adam(model.parameters(), lr=self.lr, betas=betas, eps=eps)
 
@@ -366,9 +375,26 @@ class AutogradOptimizer:
             loss = loss + l2 * l2_penalty(*model.regularised_rows(users, torch.cat([pos, neg])))
         self.adam.zero_grad(set_to_none=True)
         loss.backward()
+        loss = loss.detach()
+        if self.ops is not None and self.ops.ranks > 1:
+            loss = self._sum_over_ranks(loss)
         self.adam.step()
         model.changed()
-        return loss.detach(), neg_s.detach()
+        return loss, neg_s.detach()
+
+    def _sum_over_ranks(self, loss: torch.Tensor) -> torch.Tensor:
+        """Sum the gradients and the loss over the ranks of a data-parallel run (one reduction), so
+        that the step is the one of the whole batch (the loss is a sum over the batch)."""
+        assert self.ops is not None
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([loss.reshape(1).to(grads[0].dtype), *(g.reshape(-1) for g in grads)])
+        flat = self.ops.all_sum(flat)
+        at = 1
+        for p, g in zip(params, grads, strict=True):
+            p.grad = flat[at : at + g.numel()].view_as(g).clone()
+            at += g.numel()
+        return flat[0].to(loss.dtype)
 
     def state_dict(self) -> dict[str, Any]:
         return {"kind": "adam", "adam": self.adam.state_dict()}

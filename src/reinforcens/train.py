@@ -42,6 +42,9 @@ from reinforcens.errors import ConfigError, DataError
 from reinforcens.evaluation import evaluate, evaluate_lists
 from reinforcens.lock import LOCK_FILE, DirectoryLock
 from reinforcens.models import MODELS, ModelSpec, Recommender, TorchScorer, make_model
+from reinforcens.ops import make_ops
+from reinforcens.ops.distributed import DistributedOps
+from reinforcens.parallel import Parallel, SingleProcess, run_device
 from reinforcens.samplers import NegativeSampler, SamplerContext, make_sampler
 from reinforcens.training_data import TrainingData
 
@@ -94,6 +97,11 @@ class Trainer:
         Show a progress bar per epoch.
     resume
         Continue from ``out_dir/last.pt`` if present (the saved config must match).
+    parallel
+        The ranks of a data-parallel run (:func:`reinforcens.parallel.make_parallel`, under torchrun):
+        each rank trains its share of every batch of ``ranks * batch_size`` pairs, the updates are
+        synchronised, and rank 0 alone validates and owns ``out_dir`` (:mod:`reinforcens.parallel`).
+        Default: one process.
     on_validate
         Called as ``on_validate(epoch, {"auc", "ndcg"})`` after each validation of the main stage, once
         that epoch is saved (so an exception it raises, e.g. a tuner's pruning, stops the run where a
@@ -108,27 +116,37 @@ class Trainer:
         progress: bool = True,
         resume: bool = False,
         on_validate: Callable[[int, dict[str, float]], None] | None = None,
+        parallel: Parallel | None = None,
     ):
         self.data = data
         self.on_validate = on_validate
         self.config = config
-        self.out = Path(out_dir) if out_dir is not None else None
-        self.progress = progress
+        self.parallel = parallel or SingleProcess()
+        main = self.parallel.is_main
+        # the other ranks of a data-parallel run get what they need from rank 0, never from out_dir
+        self.out = Path(out_dir) if out_dir is not None and main else None
+        self.progress = progress and main
         self.resume = resume
-        self.device = resolve_device(config.device)
+        self.device = run_device(resolve_device(config.device))
         self.backend = resolve_backend(config.backend, self.device)
-        self.train_data = TrainingData.from_prepared(data, self.device, self.backend)
+        ops = make_ops(self.backend)
+        if self.parallel.world > 1:
+            ops = DistributedOps(ops, self.parallel)
+        self.train_data = TrainingData.from_prepared(data, self.device, ops)
         self._popular: torch.Tensor | None = None  # the most clicked tenth of items (a trace)
 
     # ------------------------------------------------------------------ set-up
     def run_info(self) -> dict[str, Any]:
         """How this run is computed (``run.json``): resolved backend, device type, pretrained checkpoint."""
         pre = self.config.pretrained
-        return {
+        info = {
             "backend": self.backend,
             "device": self.device.type,
             "pretrained_sha256": rundir.file_sha256(Path(pre)) if pre and Path(pre).is_file() else None,
         }
+        if self.parallel.world > 1:  # results depend on the number of ranks (the global batch)
+            info["ranks"] = self.parallel.world
+        return info
 
     def _started(self) -> bool:
         """Whether ``out`` holds a started run (its ``config.json``, written last at set-up); raise if it
@@ -198,11 +216,13 @@ class Trainer:
         model without its L2 term.
         """
         cfg = self.config
-        n_batches = math.ceil(self.train_data.n_positives * repeat / cfg.batch_size)
+        batch = self._global_batch()
+        n_batches = math.ceil(self.train_data.n_positives * repeat / batch)
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         kept = 0
+        shard = self.parallel.shard
         bar = tqdm(
-            self.train_data.batches(cfg.batch_size, batch_gen, repeat),
+            (shard(users, pos) for users, pos in self.train_data.batches(batch, batch_gen, repeat)),
             total=n_batches,
             desc=desc,
             leave=False,
@@ -222,11 +242,17 @@ class Trainer:
                 take = min(cfg.record_negatives - kept, users.numel())
                 record.append(torch.stack([users[:take], neg.items[:take]]).cpu())
                 kept += take
+        if not train_recommender:  # each rank summed its share (a BPR step returns the whole batch's)
+            total = self.train_data.ops.all_sum(total)
         stats = {"loss": float(total) / max(self.train_data.n_positives * repeat, 1)}
         if record:
             stats.update(self._negative_shares(torch.cat(record, dim=1)))
         stats.update(sampler.epoch_end())
         return stats
+
+    def _global_batch(self) -> int:
+        """The pairs of one step: ``batch_size`` on every rank."""
+        return self.config.batch_size * self.parallel.world
 
     def _negative_shares(self, pairs: torch.Tensor) -> dict[str, float]:
         """What the epoch's recorded negatives were (``pairs``: users over items, 2 x n): the share
@@ -278,8 +304,9 @@ class Trainer:
         floor: float | None = None,
     ) -> StageResult:
         cfg = self.config
-        optimizer = model.make_optimizer(cfg.lr, self.backend)
+        optimizer = model.make_optimizer(cfg.lr, self.train_data.ops)
         rank_model = sampler.ranking_model(model)
+        main, several = self.parallel.is_main, self.parallel.world > 1
         start_epoch, best_epoch, bad, seconds = 1, 0, 0, 0.0
         history: list[dict[str, Any]] = []
         best_valid: dict[str, float] = {"auc": -math.inf, "ndcg": -math.inf}
@@ -288,14 +315,21 @@ class Trainer:
         records: dict[int, np.ndarray] = {}
 
         last_epoch = 0
+        st = None
         if last_path is not None and last_path.is_file():
             st = load_checkpoint(last_path, self.device, require=_LAST_KEYS)
+        if several:  # rank 0 reads the run directory
+            st = self.parallel.broadcast(st)
+        if st is not None:
             try:
                 model.load_state_dict(st["recommender"])
                 optimizer.load_state_dict(st["optimizer"])
                 sampler.load_state_dict(st["sampler"])
-                for g, s in zip(gens, st["generators"], strict=True):
-                    g.set_state(s.cpu() if g.device.type == "cpu" else s)
+                streams = list(st["generators"])
+                if several:  # each rank's own negatives stream
+                    streams[2] = st["rank_generators"][self.parallel.rank]
+                for g, s in zip(gens, streams, strict=True):
+                    g.set_state(s.cpu().clone() if g.device.type == "cpu" else s.clone())
                 last_epoch = int(st["epoch"])
                 best_epoch, bad, seconds = int(st["best_epoch"]), int(st["bad"]), float(st["seconds"])
                 best_valid = {k: float(v) for k, v in st["best_valid"].items()}
@@ -305,7 +339,9 @@ class Trainer:
             start_epoch = last_epoch + 1
             if st.get("stopped", False):  # the stage had finished: nothing left to train
                 start_epoch = max_epochs + 1
-            if best_epoch > 0 or floor is not None:  # else no evaluation has happened yet
+            if stage_dir is None:  # another rank of a data-parallel run: rank 0 keeps the rest
+                pass
+            elif best_epoch > 0 or floor is not None:  # else no evaluation has happened yet
                 best_state = load_checkpoint(stage_dir / rundir.BEST, self.device, require=_STATE_KEYS)
                 # best.pt may be one epoch ahead when a run was stopped between the two writes: that
                 # epoch is trained again, identically, and writes it again
@@ -314,9 +350,10 @@ class Trainer:
                         f"holds epoch {best_state['epoch']}, last.pt says the best epoch is {best_epoch}",
                         stage_dir / rundir.BEST,
                     )
-            history = self._resumed_history(stage_dir, last_epoch, floor is not None)
-            records = self._resumed_negatives(stage_dir, last_epoch)
-        elif floor is not None:
+            if stage_dir is not None:
+                history = self._resumed_history(stage_dir, last_epoch, floor is not None)
+                records = self._resumed_negatives(stage_dir, last_epoch)
+        elif floor is not None and main:
             # epoch 0: the pretrained state is a candidate too
             v = self.validate(rank_model)
             best_valid, best_state = v, self._state(model, sampler, 0, v)
@@ -325,7 +362,7 @@ class Trainer:
                 save_checkpoint(stage_dir / rundir.BEST, best_state)
 
         # the stop rules wait for min_steps optimizer steps (an epoch's steps are fixed for a stage)
-        steps_per_epoch = math.ceil(self.train_data.n_positives * repeat / cfg.batch_size)
+        steps_per_epoch = math.ceil(self.train_data.n_positives * repeat / self._global_batch())
         warm = sampler.warmup_epochs  # epochs in which R does not train: not evaluated, not counted
         epoch = last_epoch
         for epoch in range(start_epoch, max_epochs + 1):
@@ -338,7 +375,7 @@ class Trainer:
                 gens[1],
                 repeat,
                 desc=f"{name} epoch {epoch}",
-                record=rec if cfg.record_negatives else None,
+                record=rec if cfg.record_negatives and main else None,
                 train_recommender=epoch > warm,
             )
             train_s = time.perf_counter() - t0
@@ -346,7 +383,7 @@ class Trainer:
                 records[epoch] = torch.cat(rec, dim=1).numpy()
             row: dict[str, Any] = {"epoch": epoch, "stage": name, "train_seconds": train_s} | stats
             improved = False
-            if epoch > warm and ((epoch - warm) % cfg.eval_every == 0 or epoch == max_epochs):
+            if main and epoch > warm and ((epoch - warm) % cfg.eval_every == 0 or epoch == max_epochs):
                 v = self.validate(rank_model)
                 row["valid_auc"], row["valid_ndcg"] = v["auc"], v["ndcg"]
                 if v["auc"] > best_valid["auc"]:
@@ -367,6 +404,11 @@ class Trainer:
                     and best_epoch == 0
                 )
             )
+            if several:  # rank 0 decides, and saves every rank's stream
+                if self.parallel.realign([model, optimizer, sampler]):
+                    row["ranks_realigned"] = True
+                stop = self.parallel.broadcast(bool(stop))
+                rank_streams = self.parallel.gather(gens[2].get_state().unsqueeze(0))[0][0]
             if stage_dir is not None:
                 self._save_epoch(
                     stage_dir,
@@ -383,6 +425,8 @@ class Trainer:
                     history,
                     records,
                     stopped=bool(stop) or epoch == max_epochs,
+                    # each row its own tensor: a generator state must not be a view into a larger one
+                    rank_streams=[r.clone() for r in rank_streams.cpu()] if several else None,
                 )
             if self.on_validate is not None and name == "train" and "valid_auc" in row:
                 self.on_validate(epoch, {"auc": row["valid_auc"], "ndcg": row["valid_ndcg"]})
@@ -393,7 +437,7 @@ class Trainer:
                 tqdm.write(msg)
             if stop:
                 break
-        if best_state is None:  # no evaluation happened (epochs=0)
+        if best_state is None and main:  # no evaluation happened (epochs=0)
             v = self.validate(rank_model)
             best_valid, best_state = v, self._state(model, sampler, epoch, v)
         res = StageResult(best_state, best_epoch, best_valid, epoch, seconds, history)
@@ -470,6 +514,7 @@ class Trainer:
         history,
         records,
         stopped: bool = False,
+        rank_streams: list[torch.Tensor] | None = None,
     ) -> None:
         if new_best is not None:
             save_checkpoint(stage_dir / rundir.BEST, new_best)
@@ -490,6 +535,7 @@ class Trainer:
                 "seconds": seconds,
                 "best_valid": best_valid,
                 "stopped": stopped,
+                **({"rank_generators": rank_streams} if rank_streams is not None else {}),
             },
         )
 
@@ -508,10 +554,18 @@ class Trainer:
             _check_pretrained_model(st, cfg, cfg.pretrained)
             return st, st.get("valid", {}).get("auc")
         stage_dir = self.out / "pretrain" if self.out else None
-        if stage_dir and (stage_dir / "done.json").is_file():
-            st = load_checkpoint(stage_dir / rundir.BEST, self.device, require=_STATE_KEYS)
+        several = self.parallel.world > 1
+        done = bool(stage_dir and (stage_dir / "done.json").is_file())
+        if several:
+            done = self.parallel.broadcast(done)
+        if done:
+            st = None
+            if stage_dir is not None:
+                st = load_checkpoint(stage_dir / rundir.BEST, self.device, require=_STATE_KEYS)
+            if several:
+                st = self.parallel.broadcast(st)
             return st, float(st["valid"]["auc"])
-        gens = _generators(cfg.seed + 1_000_003, self.device, 3)
+        gens = self._streams(cfg.seed + 1_000_003)
         model = self._new_model(gens[0])
         uniform = make_sampler("uniform", self.train_data, gens[2])
         res = self._run_stage(
@@ -527,7 +581,8 @@ class Trainer:
         if stage_dir:
             save_checkpoint(stage_dir / rundir.BEST, res.best_state)
             atomic_write_json(stage_dir / "done.json", {"best_epoch": res.best_epoch})
-        return res.best_state, res.best_valid["auc"]
+        best = self.parallel.broadcast(res.best_state) if several else res.best_state
+        return best, float(best["valid"]["auc"])
 
     def fit(self) -> dict[str, Any]:
         """Train, select the best validation state, evaluate it; returns the metrics dict.
@@ -536,21 +591,29 @@ class Trainer:
         finished run is returned as it is (``resume``) only if it verifies
         (:func:`reinforcens.rundir.verify_finished`).
         """
+        if not self.parallel.is_main:  # rank 0 checks the run directory and says whether it is finished
+            done = self.parallel.broadcast(None)
+            return done if done is not None else self._fit()
         if self.out is None:
+            if self.parallel.world > 1:
+                self.parallel.broadcast(None)
             return self._fit()
         self._started()  # refuse a foreign directory before writing a lock file into it
         with DirectoryLock(self.out, "run"):
             self._prepare_out()
+            done = None
             if self.resume and (self.out / rundir.METRICS).is_file():
-                return rundir.verify_finished(
+                done = rundir.verify_finished(
                     self.out, self.config.to_json(), self.data.fingerprint, self.run_info()
                 )
-            return self._fit()
+            if self.parallel.world > 1:
+                self.parallel.broadcast(done)
+            return done if done is not None else self._fit()
 
     def _fit(self) -> dict[str, Any]:
         cfg = self.config
         t_start = time.perf_counter()
-        gens = _generators(cfg.seed, self.device, 3)
+        gens = self._streams(cfg.seed)
         model = self._new_model(gens[0])
         ctx = SamplerContext(
             dim=cfg.dim, lr=cfg.lr, l2=cfg.l2, init_std=cfg.init_std, model=cfg.resolved_sampler_model()
@@ -576,6 +639,9 @@ class Trainer:
             cfg.negatives_per_positive,
             floor=floor,
         )
+        if not self.parallel.is_main:  # rank 0 evaluates and writes; every rank returns its metrics
+            self.model, self.sampler, self.history = model, sampler, res.history
+            return self.parallel.broadcast(None)
         model.load_state_dict(res.best_state["recommender"])
         if res.best_state["sampler"]:
             sampler.load_state_dict(res.best_state["sampler"])
@@ -606,7 +672,19 @@ class Trainer:
             save_checkpoint(self.out / rundir.BEST, res.best_state)
             metrics["checkpoint_sha256"] = rundir.file_sha256(self.out / rundir.BEST)
             atomic_write_json(self.out / rundir.METRICS, metrics)
+        if self.parallel.world > 1:
+            self.parallel.broadcast(metrics)
         return metrics
+
+    def _streams(self, seed: int) -> list[torch.Generator]:
+        """The random streams of a stage from its seed: model initialisation, data order and the
+        sampler's. Rank ``r > 0`` of a data-parallel run has its own sampler stream, from
+        ``SeedSequence(seed, spawn_key=(r,))``, the others being shared by all ranks."""
+        gens = _generators(seed, self.device, 3)
+        if self.parallel.rank > 0:
+            state = np.random.SeedSequence(seed, spawn_key=(self.parallel.rank,)).generate_state(1, np.uint64)
+            gens[2].manual_seed(int(state[0]) & ((1 << 63) - 1))
+        return gens
 
 
 def _clone(obj: Any) -> Any:

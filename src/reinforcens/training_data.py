@@ -63,13 +63,15 @@ class SortedKeys:
 
     def count_le(self, query: torch.Tensor) -> torch.Tensor:
         """Number of keys ``<= query``, elementwise (``searchsorted(keys, query, right=True)``)."""
+        if query.numel() == 0:  # a batched searchsorted cannot reshape zero rows
+            return torch.zeros(query.shape, dtype=torch.int64, device=query.device)
         j, rows, column = self._block_of(query)
         inside = torch.searchsorted(rows, column, right=True).view(query.shape)
         return inside.add_(j.mul_(self.block))
 
     def contains(self, query: torch.Tensor) -> torch.Tensor:
         """Whether each query is one of the keys."""
-        if self.n == 0:
+        if self.n == 0 or query.numel() == 0:
             return torch.zeros(query.shape, dtype=torch.bool, device=query.device)
         _, rows, column = self._block_of(query)
         pos = torch.searchsorted(rows, column).clamp_(max=self.block - 1)

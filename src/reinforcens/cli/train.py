@@ -145,7 +145,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reinforcens.train import Trainer
+    from reinforcens.parallel import make_parallel, run_device
+    from reinforcens.train import Trainer, resolve_device
 
     base: dict[str, Any] = {}
     if args.config:
@@ -158,8 +159,17 @@ def run(args: argparse.Namespace) -> int:
         **{**base, **values, "sampler": args.sampler, "seed": args.seed, "sampler_options": opts}
     )
     data = load_prepared(args.data)
-    metrics = Trainer(data, config, args.out, progress=not args.quiet, resume=args.resume).fit()
-    print_metrics(metrics, args.json)
+    # under torchrun (WORLD_SIZE > 1) the ranks join one process group and train the run together
+    parallel = make_parallel(run_device(resolve_device(config.device)))
+    try:
+        trainer = Trainer(
+            data, config, args.out, progress=not args.quiet, resume=args.resume, parallel=parallel
+        )
+        metrics = trainer.fit()
+    finally:
+        parallel.close()
+    if parallel.is_main:
+        print_metrics(metrics, args.json)
     return 0
 
 

@@ -22,7 +22,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from reinforcens.ops import make_ops
+from reinforcens.ops import Ops, make_ops
 
 if TYPE_CHECKING:
     from reinforcens.data.prepared import PreparedDataset
@@ -101,11 +101,12 @@ class Recommender(nn.Module):
         self.changed()
         return out
 
-    def make_optimizer(self, lr: float, backend: str):
-        """The optimizer that trains this model with BPR (``bpr_step``, ``state_dict``)."""
+    def make_optimizer(self, lr: float, backend: str | Ops):
+        """The optimizer that trains this model with BPR (``bpr_step``, ``state_dict``); ``backend``: a
+        backend's name or the run's :class:`~reinforcens.ops.Ops`."""
         from reinforcens.optim import AutogradOptimizer
 
-        return AutogradOptimizer(self, lr)
+        return AutogradOptimizer(self, lr, ops=make_ops(backend))
 
     def regularised_rows(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The parameter rows the L2 term of a BPR step applies to (the embeddings looked up)."""

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from reinforcens.models.base import ModelSpec, Recommender, Tables, init_tables, rows_of
+from reinforcens.ops import Ops
 
 
 class GMF(Recommender):
@@ -82,7 +83,7 @@ class GMF(Recommender):
     def regularised_rows(self, users, items):
         return rows_of(self.user.weight, users), rows_of(self.item.weight, items)
 
-    def make_optimizer(self, lr: float, backend: str):
+    def make_optimizer(self, lr: float, backend: str | Ops):
         from reinforcens.optim import GMFOptimizer
 
         return GMFOptimizer(self, lr, backend=backend)

@@ -15,15 +15,18 @@ from reinforcens.ops.base import Ops, SoftmaxChoice, check_rows
 NAMES = ("torch", "numba")
 
 
-def make_ops(backend: str) -> Ops:
+def make_ops(backend: str | Ops) -> Ops:
     """The operations of ``backend`` (``"torch"`` or ``"numba"``): the one place that maps a backend's
-    name to its class.
+    name to its class. An :class:`Ops` is returned as it is (so a component can be given the operations
+    of its run, e.g. those of one rank of a data-parallel run).
 
     Raises
     ------
     ValueError
         If ``backend`` is not a known backend.
     """
+    if isinstance(backend, Ops):
+        return backend
     if backend == "torch":
         from reinforcens.ops.torch_ops import TorchOps
 

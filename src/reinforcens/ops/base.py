@@ -84,6 +84,15 @@ class Ops(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
+    #: the training processes whose updates these operations synchronise (see
+    #: :class:`reinforcens.ops.distributed.DistributedOps`); 1: this process alone
+    ranks: ClassVar[int] = 1
+
+    def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The sum of ``tensor`` over the training processes (itself for one process): what a
+        component's epoch statistics that feed its updates (a baseline) are reduced with."""
+        return tensor
+
     def check_device(self, device: str | torch.device) -> None:
         """Raise ``ValueError`` if this backend cannot run on ``device`` (default: any device)."""
         return None

@@ -142,7 +142,7 @@ class TorchOps(Ops):
             pu = model.user.weight.index_select(0, users)
             q = model.item.weight.index_select(0, items)
             loss, grad_pu, grad_q, grad_h, neg_scores = bpr_with_grads(pu, q, model.h, l2)
-            opt.step_rows(users, grad_pu, items, grad_q, grad_h)
+            self.step_rows(opt, users, grad_pu, items, grad_q, grad_h)
         return loss, neg_scores
 
     def reinforce_step(self, opt: GMFOptimizer, users, cands, drawn, rewards, l2, temperature):
@@ -166,7 +166,7 @@ class TorchOps(Ops):
                 flat = torch.arange(b, device=q.device).mul_(n).add_(choice.squeeze(1))
                 grad_q = grad_q.view(b * n, k)
                 grad_q.index_add_(0, flat, q.view(b * n, k).index_select(0, flat), alpha=l2)
-            opt.step_rows(users, grad_pu, cands, grad_q, grad_h)
+            self.step_rows(opt, users, grad_pu, cands, grad_q, grad_h)
 
     # ------------------------------------------------------------------ rewards
     def mmd_reward(self, generated: torch.Tensor, exposed: torch.Tensor, bandwidths: Sequence[float]):

@@ -101,7 +101,7 @@ class RNSSampler(NegativeSampler):
         self.optimizer = self._new_optimizer()
 
     def _new_optimizer(self):
-        return self.model.make_optimizer(self.lr, self.data.backend)
+        return self.model.make_optimizer(self.lr, self.data.ops)
 
     @property
     def warmup_epochs(self) -> int:
@@ -244,7 +244,7 @@ class RNSSampler(NegativeSampler):
         )  # fmt: skip
 
     def epoch_end(self) -> dict[str, float]:
-        sums = self._sums.cpu()
+        sums = self.data.ops.all_sum(self._sums).cpu()  # over the ranks of a data-parallel run
         n = max(float(sums[5]), 1.0)
         self.baseline = (sums[:2] / n).to(self.baseline.device)
         out = {
