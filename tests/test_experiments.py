@@ -20,7 +20,7 @@ from reinforcens.experiments.compare import compare, parse_seeds
 from reinforcens.experiments.diagnose import _warnings, diagnose
 from reinforcens.experiments.stats import mean_std, paired_pvalue
 from reinforcens.experiments.sweep import parse_values
-from reinforcens.experiments.tune import draw_trials, method_grid
+from reinforcens.experiments.tune import method_grid
 from reinforcens.train import Trainer
 
 FAST = ["--epochs", "2", "--batch-size", "1024", "--jobs", "1", "--quiet"]
@@ -68,15 +68,29 @@ def test_parsers():
         parse_seeds("0")
 
 
-def test_tune_trials_are_an_equal_budget_from_the_grid():
+def test_tune_trials_are_an_equal_budget_from_the_grid(tmp_path):
+    """Every method's study gets ``min(trials, grid size)`` trials, asked from its grid, reproducibly
+    under a seed (asked here without training: the trials stay RUNNING)."""
+    from reinforcens.experiments.tune import JOURNAL, _Tuner, grid_size, method_space
+
     grid = method_grid("rns")
     assert grid["lr"] == [1e-4, 5e-4, 1e-3, 5e-2, 1e-1] and grid["l2"] == [1e-6, 1e-5, 1e-4, 1e-3, 1e-2]
     assert {"n_candidates", "alpha", "beta"} <= set(grid) and "alpha" not in method_grid("rns-es")
-    trials = draw_trials(grid, 12, seed=3)
+    assert grid_size(method_space("uniform")) == 25 and grid_size(method_space("rns")) == 25 * 15 * 6 * 10
+
+    def asked(seed: int, out: str, trials: int = 12, method: str = "rns") -> list[dict]:
+        d = tmp_path / out
+        d.mkdir()
+        tuner = _Tuner("unused", d, d / JOURNAL, seed, {}, trials, "tpe", None, "fp", 1, False, "local", None)
+        s = tuner.open(method, method_space(method))
+        return [tuner.ask(s).params for _ in range(s.budget)]
+
+    trials = asked(3, "a")
     assert len(trials) == 12 and len({json.dumps(t, sort_keys=True) for t in trials}) == 12
     assert all(t[k] in grid[k] for t in trials for k in grid)
-    assert trials == draw_trials(grid, 12, seed=3) != draw_trials(grid, 12, seed=4)
-    assert len(draw_trials(method_grid("uniform"), 100, seed=0)) == 25  # a small grid is tried whole
+    assert trials == asked(3, "b") != asked(4, "c")
+    whole = asked(0, "d", trials=100, method="uniform")  # a small grid is tried whole
+    assert len(whole) == 25 and len({json.dumps(t, sort_keys=True) for t in whole}) == 25
 
 
 # ---------------------------------------------------------------------- compare

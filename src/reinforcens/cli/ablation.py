@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         tuned=load_tuned(args.tuned) if args.tuned else None,
         jobs=args.jobs,
         progress=not args.quiet,
+        engine=args.engine,
+        address=args.address,
     )
     print(res.table, end="")
     print(f"wrote {Path(args.out) / 'ablation.md'}, ablation.csv, ablation.json")

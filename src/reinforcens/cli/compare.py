@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from reinforcens.cli._common import positive_int, print_json, seed
+from reinforcens.cli._common import add_engine_arguments, positive_int, print_json, seed
 from reinforcens.cli.train import add_training_arguments, training_values
 
 
 def add_run_arguments(p: argparse.ArgumentParser, seeds_default: str) -> None:
-    """Arguments shared by the multi-run commands."""
+    """Arguments shared by the multi-run commands (compare, ablation, sweep), ``--engine`` and
+    ``--address`` included."""
     p.add_argument("--data", required=True, help="prepared dataset directory")
     p.add_argument("--out", required=True, help="experiment directory (runs are cached in it)")
     p.add_argument(
@@ -21,9 +22,11 @@ def add_run_arguments(p: argparse.ArgumentParser, seeds_default: str) -> None:
         "--jobs",
         type=positive_int,
         default=None,
-        help="parallel runs, one process each (default: the CPU count)",
+        help="parallel runs, one process each (default: the CPU count); with --engine ray, the CPUs of "
+        "the local Ray it starts (ignored with --address)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_engine_arguments(p)
 
 
 def add_tune_arguments(p: argparse.ArgumentParser) -> None:
@@ -102,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
                 grid=grid,
                 jobs=args.jobs,
                 progress=not args.quiet,
+                engine=args.engine,
+                address=args.address,
             )
         res = compare(
             args.data,
@@ -113,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
             tuned=tuned,
             jobs=args.jobs,
             progress=not args.quiet,
+            engine=args.engine,
+            address=args.address,
         )
     if args.json:
         from reinforcens.experiments.report import jsonable

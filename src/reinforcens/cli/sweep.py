@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         base=base,
         jobs=args.jobs,
         progress=not args.quiet,
+        engine=args.engine,
+        address=args.address,
     )
     print(format_sweep(res, int(base.get("full_k", 20))), end="")
     print(f"wrote {Path(args.out) / 'sweep.png'}, sweep.csv, sweep.json, sweep.md")

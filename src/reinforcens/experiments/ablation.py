@@ -69,6 +69,8 @@ def ablation(
     tuned: dict[str, Any] | None = None,
     jobs: int | None = None,
     progress: bool = True,
+    engine: str = "local",
+    address: str | None = None,
 ) -> ExperimentResult:
     """Run Table 3 and write ``ablation.md``, ``ablation.csv``, ``ablation.json``.
 
@@ -89,9 +91,12 @@ def ablation(
     tuned
         A tune result whose settings override the defaults (the explicit alpha/beta win).
     jobs
-        Parallel processes (default: the CPU count).
+        Parallel processes (default: the CPU count); with ``engine="ray"``, the CPUs of the local Ray it
+        starts.
     progress
         Show the overall progress bar.
+    engine, address
+        Where the runs execute (see :func:`reinforcens.experiments.runner.run_specs`).
 
     Raises
     ------
@@ -108,7 +113,9 @@ def ablation(
     out = Path(out)
     record = data_record(data)  # the data is loaded and verified before anything is written
     with DirectoryLock(out, "experiment"):
-        rows, status = run_methods(data, methods, seeds, out, base, pre, jobs, progress, desc="ablation")
+        rows, status = run_methods(
+            data, methods, seeds, out, base, pre, jobs, progress, "ablation", engine, address
+        )
         summary = summarize(rows, methods, "rns", seeds)
         summary.update(record)
         table = _write_ablation(out, rows, summary, methods, base)

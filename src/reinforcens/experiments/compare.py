@@ -320,14 +320,19 @@ def run_methods(
     jobs: int | None = None,
     progress: bool = True,
     desc: str = "runs",
+    engine: str = "local",
+    address: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Plan and execute the runs of ``methods`` x ``seeds`` on the data (its runs are named after its
-    fingerprint); returns the rows and run statuses. The caller holds the experiment's lock."""
+    fingerprint) on ``engine`` (with ``address``: see :func:`reinforcens.experiments.runner.run_specs`);
+    returns the rows and run statuses. The caller holds the experiment's lock."""
     base = dict(base or {})
     check_options_used(methods, base.get("sampler_options") or {})
     fingerprint = data_fingerprint(data)
     specs = plan(methods, seeds, base, out, pretrain_values=pretrain_values, fingerprint=fingerprint)
-    results = run_specs(specs, data, jobs=jobs or default_jobs(), progress=progress, desc=desc)
+    results = run_specs(
+        specs, data, jobs=jobs or default_jobs(), progress=progress, desc=desc, engine=engine, address=address
+    )
     k = int(base.get("full_k", 20))
     rows = collect_rows(specs, results, methods, k)
     return rows, {d: r["status"] for d, r in results.items()}
@@ -343,6 +348,8 @@ def compare(
     tuned: dict[str, Any] | None = None,
     jobs: int | None = None,
     progress: bool = True,
+    engine: str = "local",
+    address: str | None = None,
 ) -> ExperimentResult:
     """Train every method on every seed (reusing cached runs) and write the Table-2 outputs.
 
@@ -366,9 +373,13 @@ def compare(
         A :func:`reinforcens.experiments.tune.tune` result: each tuned method's best values override
         ``base``; the ``uniform`` entry also sets the shared pretraining run.
     jobs
-        Parallel processes (default: the CPU count).
+        Parallel processes (default: the CPU count); with ``engine="ray"``, the CPUs of the local Ray it
+        starts.
     progress
         Show the overall progress bar.
+    engine, address
+        Where the runs execute: ``"local"`` or ``"ray"`` (with the cluster's address, or ``None`` for a
+        local Ray); see :func:`reinforcens.experiments.runner.run_specs`. The results are the same.
 
     Returns
     -------
@@ -395,7 +406,9 @@ def compare(
     out = Path(out)
     record = data_record(data)  # the data is loaded and verified before anything is written
     with DirectoryLock(out, "experiment"):
-        rows, status = run_methods(data, ms, seeds, out, base, pre, jobs, progress, desc="compare")
+        rows, status = run_methods(
+            data, ms, seeds, out, base, pre, jobs, progress, desc="compare", engine=engine, address=address
+        )
         summary = summarize(rows, ms, reference, seeds)
         summary.update(record)
         summary["tuned"] = sorted(n for n in names if tuned_overrides(tuned, n))

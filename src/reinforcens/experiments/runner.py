@@ -16,10 +16,12 @@ Learned samplers start from a pretrained BPR-GMF; a spec may name another spec (
 same seed) as its ``pretrain``: that run is done first and its ``best.pt`` initialises the learned one,
 so pretraining is not repeated per method.
 
-:func:`run_specs` executes the specs in-process (``jobs=1``) or in up to ``jobs`` spawned worker
-processes, each with one torch thread, with one overall progress bar. The workers die with the process
-that started them (however it ends, ``kill -9`` included), and SIGTERM stops an experiment as an
-interrupt does (:class:`Terminated`): the workers are stopped and the finished runs kept.
+:func:`run_specs` executes the specs with one overall progress bar on an engine
+(:mod:`reinforcens.experiments.engines`): ``local``, in-process (``jobs=1``) or in up to ``jobs`` spawned
+worker processes, each with one torch thread, that die with the process that started them (however it
+ends, ``kill -9`` included); or ``ray``, one Ray task per run, on a local Ray or a cluster. SIGTERM stops
+an experiment as an interrupt does (:class:`~reinforcens.errors.Terminated`): the runs still going are
+stopped and the finished runs kept.
 
 An experiment's directory is written by one process at a time: each experiment holds
 ``DirectoryLock(out, "experiment")`` (:mod:`reinforcens.lock`) while it runs.
@@ -27,28 +29,18 @@ An experiment's directory is written by one process at a time: each experiment h
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
-import multiprocessing
-import os
-import signal
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
 from reinforcens import rundir
 from reinforcens.atomic import atomic_write_json
-from reinforcens.errors import ConfigError, Terminated
+from reinforcens.errors import ConfigError
 from reinforcens.lock import DirectoryLock
 
 if TYPE_CHECKING:
@@ -373,12 +365,14 @@ def run_status(run_dir: str | Path) -> str:
     return "resumed" if (run_dir / rundir.CONFIG).is_file() else "trained"
 
 
-def execute(spec: RunSpec, data_path: str) -> dict[str, Any]:
+def execute(spec: RunSpec, data_path: str, threads: int | None = None) -> dict[str, Any]:
     """Run (or reuse, or resume) one spec; returns ``{"status", "run_dir", "metrics"}``.
 
     ``status`` is ``"cached"`` (finished before), ``"resumed"`` (an unfinished run continued) or
     ``"trained"`` (started afresh); see :func:`run_status`. A finished run is reused only if it verifies
-    (:func:`reinforcens.rundir.verify_finished`; for ``itempop``, its ``data.json``).
+    (:func:`reinforcens.rundir.verify_finished`; for ``itempop``, its ``data.json``). ``threads``: the
+    torch thread count to set before training (a worker process's, see
+    :mod:`reinforcens.experiments.engines`); ``None`` leaves it.
 
     Raises
     ------
@@ -392,20 +386,25 @@ def execute(spec: RunSpec, data_path: str) -> dict[str, Any]:
     run_dir = Path(spec.run_dir)
     data = _load_data(data_path)
     status = run_status(run_dir)
-    run = _run_itempop if spec.sampler == ITEMPOP else _run_trained
-    return {"status": status, "run_dir": spec.run_dir, "metrics": run(spec, data, run_dir)}
+    if spec.sampler == ITEMPOP:
+        metrics = _run_itempop(spec, data, run_dir)
+    else:
+        metrics = _run_trained(spec, data, run_dir, threads)
+    return {"status": status, "run_dir": spec.run_dir, "metrics": metrics}
 
 
-def _run_trained(spec: RunSpec, data: PreparedDataset, run_dir: Path) -> dict[str, Any]:
+def _run_trained(
+    spec: RunSpec, data: PreparedDataset, run_dir: Path, threads: int | None = None
+) -> dict[str, Any]:
     """Train, resume or verify the run with the trainer (which holds the run's lock). Always with
     ``resume=True``: a run that another process started or finished meanwhile is continued or verified,
     never refused with a hint at a flag the experiments do not have."""
     from reinforcens.train import Trainer
 
-    if _WORKER_THREADS is not None:
+    if threads is not None:
         from reinforcens.backend import set_threads
 
-        set_threads(_WORKER_THREADS)
+        set_threads(threads)
     Trainer(data, spec.config(), run_dir, progress=False, resume=True, on_validate=spec.on_validate).fit()
     return rundir.read_json(run_dir / rundir.METRICS)
 
@@ -420,101 +419,7 @@ def _run_itempop(spec: RunSpec, data: PreparedDataset, run_dir: Path) -> dict[st
         return rundir.read_json(run_dir / rundir.METRICS)
 
 
-# ---------------------------------------------------------------------- worker processes
-_WORKER_THREADS: int | None = None
-
-#: seconds between a worker's checks that the process that started it is still its parent
-WATCHDOG_INTERVAL = 0.5
-
-#: the exit status of a worker that outlived its parent
-ORPHANED_EXIT = 1
-
-#: ``prctl`` option (``<linux/prctl.h>``): the signal this process gets when its parent ends
-_PR_SET_PDEATHSIG = 1
-
-
-def _init_worker(threads: int, parent: int) -> None:
-    """Worker-process set-up.
-
-    Parameters
-    ----------
-    threads
-        The torch thread count, applied when a run first needs torch.
-    parent
-        The process id of the process that runs the experiment: the worker dies with it
-        (:func:`_die_with_parent`).
-
-    Notes
-    -----
-    Ctrl-C (SIGINT, sent to the whole process group by a terminal) is ignored: the parent gets it too
-    and stops the workers itself.
-    """
-    global _WORKER_THREADS
-    _WORKER_THREADS = threads
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent(parent)
-
-
-def _die_with_parent(parent: int) -> None:
-    """End this process when the process ``parent`` ends, however it ends (``kill -9`` included).
-
-    On Linux the kernel sends SIGKILL (``prctl(PR_SET_PDEATHSIG)``); everywhere, a daemon thread exits
-    the process (``os._exit``) once it is re-parented, i.e. ``os.getppid()`` is no longer ``parent``.
-    """
-    _set_parent_death_signal(signal.SIGKILL)
-    if os.getppid() != parent:  # it ended before the signal was armed
-        os._exit(ORPHANED_EXIT)
-    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watchdog", daemon=True).start()
-
-
-def _set_parent_death_signal(sig: int) -> bool:
-    """Ask the kernel to send ``sig`` to this process when its parent ends; whether it was armed
-    (``False`` off Linux, where this does nothing)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        zero = ctypes.c_ulong(0)
-        return libc.prctl(ctypes.c_int(_PR_SET_PDEATHSIG), ctypes.c_ulong(int(sig)), zero, zero, zero) == 0
-    except (OSError, AttributeError):  # no libc or no prctl: the watchdog remains
-        return False
-
-
-def _watch_parent(parent: int, interval: float = WATCHDOG_INTERVAL) -> None:
-    while os.getppid() == parent:
-        time.sleep(interval)
-    os._exit(ORPHANED_EXIT)
-
-
-def _terminate_workers(pool: ProcessPoolExecutor) -> None:
-    terminate = getattr(pool, "terminate_workers", None)  # Python >= 3.14
-    if terminate is not None:
-        terminate()
-        return
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):
-        if proc.is_alive():
-            proc.terminate()
-    pool.shutdown(wait=True, cancel_futures=True)
-
-
-@contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """While the block runs, SIGTERM raises :class:`Terminated` in the main thread; the previous handler
-    is restored after. Outside the main thread, where no handler can be installed, it does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-
-
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated(f"stopped by {signal.Signals(signum).name}")
-
-
+# ---------------------------------------------------------------------- executing many runs
 def default_jobs() -> int:
     """The number of CPUs this process may use (:func:`reinforcens.backend.available_cpus`)."""
     from reinforcens.backend import available_cpus
@@ -540,30 +445,39 @@ def run_specs(
     data_path
         The prepared dataset directory.
     jobs
-        Parallel worker processes; 1 runs everything in this process.
+        Local engine: parallel worker processes (1 runs everything in this process). Ray: the CPUs of
+        the local Ray it starts (ignored with ``address`` or an initialised Ray).
     progress
         Show one progress bar over all runs.
     desc
         The progress bar's label.
     engine
-        ``"local"`` (this process, or a pool of ``jobs`` worker processes) or ``"ray"``.
+        ``"local"`` (this process, or a pool of ``jobs`` worker processes) or ``"ray"`` (one Ray task
+        per run); see :func:`reinforcens.experiments.engines.make_engine`.
     address
-        The Ray cluster's address (``"auto"``, or ``host:port``) with ``engine="ray"``.
+        The Ray cluster's address (``"auto"``, or ``host:port``) with ``engine="ray"``; ``None`` starts
+        a local Ray.
 
     Returns
     -------
     dict
-        ``{run_dir: {"status", "run_dir", "metrics"}}`` for every spec.
+        ``{run_dir: {"status", "run_dir", "metrics"}}`` for every spec, whatever the engine.
+
+    Raises
+    ------
+    ConfigError
+        If ``engine`` is unknown, or is ``"ray"`` and Ray is not installed (before any run starts).
 
     Notes
     -----
-    The first failing run stops the experiment: queued runs are cancelled, the error is raised, and the
-    finished runs stay cached for the next call. An interrupted run resumes at its last epoch. SIGTERM
-    interrupts as Ctrl-C does, raising :class:`Terminated` (a :class:`KeyboardInterrupt`). Worker
-    processes never outlive this process.
+    The first failing run stops the experiment: queued runs are cancelled, running ones stopped, the
+    error is raised, and the finished runs stay cached for the next call. An interrupted run resumes at
+    its last epoch. SIGTERM interrupts as Ctrl-C does, raising :class:`~reinforcens.errors.Terminated`
+    (a :class:`KeyboardInterrupt`). Local worker processes never outlive this process.
     """
-    if engine != "local":
-        raise ConfigError(f"--engine {engine}: not available yet")
+    from reinforcens.experiments.engines import make_engine
+
+    executor = make_engine(engine, jobs, address)  # before anything runs: an unknown engine, no Ray
     data_path = str(Path(data_path).resolve())
     unique: dict[str, RunSpec] = {}
     for s in specs:
@@ -575,56 +489,13 @@ def run_specs(
     done: dict[str, dict[str, Any]] = {}
     bar = tqdm(total=len(waiting), desc=desc, unit="run", disable=not progress, dynamic_ncols=True)
 
-    def ready(s: RunSpec) -> bool:
-        return s.pretrain is None or s.pretrain not in unique or s.pretrain in done
-
     def finished(result: dict[str, Any]) -> None:
         done[result["run_dir"]] = result
         bar.update(1)
         bar.set_postfix_str(f"{Path(result['run_dir']).parent.name.rsplit('-', 1)[0]} {result['status']}")
 
     try:
-        with _sigterm_raises():
-            if jobs <= 1:
-                while waiting:
-                    s = next(x for x in waiting if ready(x))
-                    waiting.remove(s)
-                    finished(execute(s, data_path))
-            else:
-                _run_parallel(waiting, data_path, jobs, ready, finished)
+        executor.run(waiting, data_path, finished)
         return done
     finally:
         bar.close()
-
-
-def _run_parallel(
-    waiting: list[RunSpec],
-    data_path: str,
-    jobs: int,
-    ready: Callable[[RunSpec], bool],
-    finished: Callable[[dict[str, Any]], None],
-) -> None:
-    """Execute the ``waiting`` specs (it is emptied) in ``jobs`` spawned worker processes, each as soon
-    as it is ``ready``; ``finished`` gets each result. On any error or interrupt the workers are stopped
-    before it propagates."""
-    ctx = multiprocessing.get_context("spawn")
-    init = (1, os.getpid())
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=init) as pool:
-        running: dict[Future, RunSpec] = {}
-        try:
-            while waiting or running:
-                for s in [x for x in waiting if ready(x)][: max(jobs - len(running), 0)]:
-                    waiting.remove(s)
-                    running[pool.submit(execute, s, data_path)] = s
-                if not running:  # pragma: no cover - a dependency outside the plan
-                    raise ConfigError("runs wait for a pretraining run that is not planned")
-                finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
-                for fut in finished_now:
-                    running.pop(fut)
-                    finished(fut.result())
-        except BaseException:
-            # interrupted or failed: stop the workers now (their runs resume from their last epoch)
-            for fut in running:
-                fut.cancel()
-            _terminate_workers(pool)
-            raise

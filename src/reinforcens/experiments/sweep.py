@@ -112,6 +112,8 @@ def sweep(
     base: dict[str, Any] | None = None,
     jobs: int | None = None,
     progress: bool = True,
+    engine: str = "local",
+    address: str | None = None,
 ) -> dict[str, Any]:
     """Train ``sampler`` for each value of ``param`` and seed; write the plot and the numbers.
 
@@ -132,9 +134,12 @@ def sweep(
     base
         Training values common to all runs.
     jobs
-        Parallel processes (default: the CPU count).
+        Parallel processes (default: the CPU count); with ``engine="ray"``, the CPUs of the local Ray it
+        starts.
     progress
         Show the overall progress bar.
+    engine, address
+        Where the runs execute (see :func:`reinforcens.experiments.runner.run_specs`).
 
     Returns
     -------
@@ -165,7 +170,7 @@ def sweep(
         methods, specs = _plan_sweep(
             sampler, param, where, vals, seeds, base, out, record["data_fingerprint"]
         )
-        results = run_specs(specs, data, jobs=jobs or default_jobs(), progress=progress, desc="sweep")
+        results = run_specs(specs, data, jobs or default_jobs(), progress, "sweep", engine, address)
         rows = collect_rows(specs, results, methods, k)
         rows.insert(1, param, [vals[[m.key for m in methods].index(key)] for key in rows["method"]])
         summary = summarize(rows, methods, None, seeds)

@@ -1,138 +1,127 @@
-"""Equal-budget hyper-parameter search on validation AUC (the paper's grid).
+"""Equal-budget hyper-parameter search on validation AUC with Optuna (the paper's grid by default).
 
-Every method gets the same number of trials (``min(trials, grid size)``: a method whose grid is smaller
-than ``trials`` tries all of it), drawn without replacement from its grid under one seed. A trial is a
-training run of the method with that setting; its validation list AUC (the quantity the trainer's early
-stopping also uses) decides. Test metrics are never read.
+One Optuna study per method searches its space: by default the paper's grid (section 3.1), each key a
+categorical over its values: L2 in {1e-6, ..., 1e-2} and learning rate in {1e-4, 5e-4, 1e-3, 5e-2, 1e-1}
+for every trained method; the sampler's candidate set size N_s in {10, 20, ..., 150} for KBGAN, IRGAN,
+RNS and RNS-ES; alpha and beta for RNS, beta for RNS-ES (the parameters Table 3 lists). ``grid`` replaces
+a key's values, ``ranges`` (:class:`Range`) makes a key a continuous (or integer) range.
 
-The grid (section 3.1 of the paper): L2 in {1e-6, ..., 1e-2} and learning rate in {1e-4, 5e-4, 1e-3,
-5e-2, 1e-1} for every trained method; the sampler's candidate set size N_s in {10, 20, ..., 150} for
-KBGAN, IRGAN, RNS and RNS-ES; alpha and beta for RNS, beta for RNS-ES (the parameters Table 3 lists).
+Every method gets the same budget: ``min(trials, space size)`` trials (``trials`` for a space with a
+continuous range). A trial is a training run of the method with the trial's setting; its validation list
+AUC (the quantity the trainer's early stopping also uses) is the trial's value. Test metrics are never
+read. The samplers (``sampler``):
+
+- ``tpe`` (the default): :class:`optuna.samplers.TPESampler` (its first 10 trials are random, then it
+  models what worked). With ``trials`` far below the grid's size (20 of RNS's 22,500 settings) a
+  model-based search finds better settings for the same budget than a random draw, and it is the same
+  search for every method, so the comparison stays fair.
+- ``grid``: :class:`optuna.samplers.GridSampler`, the grid's settings in a random order without
+  repetition: the previous releases' uniform draw without replacement. It has no ranges.
+- ``random``: :class:`optuna.samplers.RandomSampler`.
+
+A budget that covers the whole (finite) space tries all of it with the grid sampler, whatever
+``sampler`` says: every sampler would end with the same set of trials. The TPE and random samplers
+are seeded at each ask with ``seed`` and the number of trials the study holds, so an uninterrupted tune
+is reproducible and a resumed one does not redraw what it drew before; the grid sampler's order is
+``seed``'s shuffle of the grid (its n-th trial takes the n-th setting).
+
+A setting the method's study already tried (or is trying) is never trained twice, and a repeated
+suggestion costs no budget and leaves no trial behind: the TPE and random samplers propose in an
+in-memory copy of the study, where a repeat is told ``FAIL`` (which the samplers ignore) and asked again,
+up to :data:`MAX_ASKS` times; the setting is then given to the study's trial
+(:meth:`optuna.study.Study.enqueue_trial`). If the sampler keeps repeating itself (TPE, once settled on
+a small grid, does), the trial takes an untried setting drawn uniformly, as a random search would. The
+grid sampler never repeats itself and is asked directly.
 
 Learned samplers start from a pretrained BPR-GMF: the best ``uniform`` trial when ``uniform`` is tuned
-in the same call (its trials run first), else a ``uniform`` run with the common settings.
+in the same call (its study finishes first), else a ``uniform`` run with the common settings.
+
+Studies live in ``optuna.journal`` in the tune directory (an Optuna journal file:
+``optuna.load_study(study_name=..., storage=JournalStorage(JournalFileBackend(path)))`` reads one; each
+study's user attribute ``search`` says what defines it); a study's name is the method and a hash of what
+defines its search (the base training values, the space, the effective sampler, the seed, the pruner,
+the data's fingerprint and, for learned samplers, the pretraining run), so a changed setting starts
+another study instead of mixing its trials with an old one; the budget is not part of it (a rerun with
+more ``trials`` continues the study; one with fewer selects from its first trials). The tune directory
+is written by one process at a time (``DirectoryLock(out, "experiment")``), so a trial that a study
+holds as ``RUNNING`` when a tune starts was left by a killed tune: it is finished by running its setting
+again (its run directory resumes; one with a partial setting, or past the budget, is told ``FAIL``), and
+a journal line the kill cut short is dropped. A rerun with the same arguments thus ends with exactly the
+budget of trials per method. A complete trial's learning curve (its validation AUC by epoch, from
+``epochs.jsonl``) is recorded as its intermediate values.
+
+Trials run in batches of up to ``jobs`` through :func:`reinforcens.experiments.runner.run_specs`. With
+``prune``, each run reports its validation AUC after each epoch to its trial (:class:`PruningReporter`,
+in the worker process) and stops when the pruner says so (default: :data:`DEFAULT_PRUNER`, a median
+stopping rule; a run at its last epoch is not pruned); the trial is told ``PRUNED`` and counts in the
+budget, and its run directory stays unfinished (a later trial with the same setting resumes it; it is
+never read as finished). The runner stops a batch at its first failing run, so a pruned run stops the
+others of its batch: they run again in the next batch, resuming their run directories at their last
+saved epoch.
 
 Output in the tune directory: ``tuned.json`` (``{"metric", "seed", "trials", "data", "data_fingerprint",
-"base", "methods": {NAME: {"values", "valid_auc", "valid_ndcg", "trials"}}}``, readable by ``compare
---tuned``), ``trials.csv`` (every trial) and ``tuned.md``. The trial runs are cached in ``runs/`` under
-names that include the dataset's fingerprint; one process at a time writes the directory.
+"base", "sampler", "prune", "journal", "methods": {NAME: {"values", "valid_auc", "valid_ndcg",
+"trials", "pruned", "grid_size", "sampler", "study", "trial", "run_dir"}}}``, readable by ``compare
+--tuned``), ``trials.csv`` (every counted trial, with its ``state``: ``COMPLETE`` or ``PRUNED``) and
+``tuned.md``. The trial runs are cached in ``runs/`` under names that include the dataset's fingerprint.
 """
-
 from __future__ import annotations
 
-import itertools
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import optuna
 import pandas as pd
+from optuna.trial import TrialState
 
 from reinforcens.errors import ConfigError
 from reinforcens.experiments import report
 from reinforcens.experiments.runner import (
     ITEMPOP,
     Method,
-    RunSpec,
-    data_fingerprint,
     default_jobs,
     display_name,
     method_values,
     needs_pretraining,
-    pretraining_values,
-    run_key,
-    run_specs,
+)
+from reinforcens.experiments.search_space import (
+    COMMON_GRID,
+    INTEGER_KEYS,
+    Range,
+    grid_size,
+    known_keys,
+    method_grid,
+    method_space,
+    parse_grid_overrides,
+    parse_ranges,
+    setting_values,
+)
+from reinforcens.experiments.studies import (
+    DEFAULT_PRUNER,
+    DEFAULT_SAMPLER,
+    JOURNAL,
+    PRUNED_ATTR,
+    SAMPLER_KINDS,
+    PruningReporter,
+    TrialPrunedAt,
+    _counted,
+    _optuna_warnings_only,
+    _pruner_ident,
+    _repair_journal,
+    _Search,
+    _Tuner,
+    default_pruner,
 )
 from reinforcens.lock import DirectoryLock
 
-#: the training values searched for every trained method (the paper's section 3.1)
-COMMON_GRID: dict[str, list[float]] = {
-    "l2": [1e-6, 1e-5, 1e-4, 1e-3, 1e-2],
-    "lr": [1e-4, 5e-4, 1e-3, 5e-2, 1e-1],
-}
-#: sampler options searched, by sampler ("where they apply")
-SAMPLER_GRID: dict[str, dict[str, list[float]]] = {
-    "kbgan": {"n_candidates": list(range(10, 151, 10))},
-    "irgan": {"n_candidates": list(range(10, 151, 10))},
-    "rns": {
-        "n_candidates": list(range(10, 151, 10)),
-        "alpha": [0.5, 1.0, 1.5, 2.0, 2.5, 3.0],
-        "beta": [round(0.1 * i, 1) for i in range(10)],
-    },
-    "rns-es": {
-        "n_candidates": list(range(10, 151, 10)),
-        "beta": [round(0.1 * i, 1) for i in range(10)],
-    },
-}
-
-
-def method_grid(sampler: str, overrides: dict[str, list[Any]] | None = None) -> dict[str, list[Any]]:
-    """The grid of one sampler: common values, its own options, then ``overrides`` for the keys it
-    has (an override of a key the sampler lacks is ignored for it)."""
-    grid = {**COMMON_GRID, **SAMPLER_GRID.get(sampler, {})}
-    for key, values in (overrides or {}).items():
-        if key in grid:
-            grid[key] = list(values)
-    return grid
-
-
-def grid_size(grid: dict[str, list[Any]]) -> int:
-    return math.prod(len(v) for v in grid.values())
-
-
-def draw_trials(grid: dict[str, list[Any]], n: int, seed: int) -> list[dict[str, Any]]:
-    """``min(n, grid size)`` distinct settings drawn uniformly from the grid under ``seed``."""
-    keys = list(grid)
-    total = grid_size(grid)
-    if n >= total:
-        combos = list(itertools.product(*(grid[k] for k in keys)))
-        return [dict(zip(keys, c, strict=True)) for c in combos]
-    rng = np.random.default_rng(seed)
-    picks = rng.choice(total, size=n, replace=False)
-    out = []
-    for p in picks:
-        setting, rest = {}, int(p)
-        for k in reversed(keys):
-            rest, idx = divmod(rest, len(grid[k]))
-            setting[k] = grid[k][idx]
-        out.append({k: setting[k] for k in keys})
-    return out
-
-
-def setting_values(setting: dict[str, Any]) -> dict[str, Any]:
-    """A grid setting as training values (training keys, and sampler options under
-    ``sampler_options``)."""
-    values: dict[str, Any] = {}
-    opts: dict[str, Any] = {}
-    for k, v in setting.items():
-        (values if k in COMMON_GRID else opts)[k] = v
-    if opts:
-        values["sampler_options"] = opts
-    return values
-
-
-def parse_grid_overrides(pairs: Sequence[str] | None) -> dict[str, list[float]]:
-    """``KEY=v1,v2,...`` strings to a grid override."""
-    out: dict[str, list[float]] = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise ConfigError(f"--grid expects KEY=V1,V2,..., got {pair!r}")
-        key, text = pair.split("=", 1)
-        key = key.strip().replace("-", "_")
-        try:
-            vals = [float(x) for x in text.split(",") if x.strip()]
-        except ValueError:
-            raise ConfigError(f"--grid {key}: values must be numbers, got {text!r}") from None
-        if not vals:
-            raise ConfigError(f"--grid {key}: no values")
-        out[key] = [int(v) if v.is_integer() and key in ("n_candidates",) else v for v in vals]
-    known = set(COMMON_GRID).union(*(g.keys() for g in SAMPLER_GRID.values()))
-    unknown = sorted(set(out) - known)
-    if unknown:
-        raise ConfigError(f"--grid: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return out
+__all__ = [
+    "COMMON_GRID", "DEFAULT_PRUNER", "DEFAULT_SAMPLER", "INTEGER_KEYS", "JOURNAL", "PRUNED_ATTR",
+    "SAMPLER_KINDS", "PruningReporter", "Range", "TrialPrunedAt", "check_tuned_model", "format_tuned",
+    "grid_size", "load_tuned", "method_grid", "method_space", "parse_grid_overrides", "parse_ranges",
+    "setting_values", "tune",
+]  # fmt: skip
 
 
 def tune(
@@ -147,8 +136,12 @@ def tune(
     progress: bool = True,
     engine: str = "local",
     address: str | None = None,
+    *,
+    ranges: dict[str, Range] | None = None,
+    sampler: str = DEFAULT_SAMPLER,
+    prune: bool | optuna.pruners.BasePruner = False,
 ) -> dict[str, Any]:
-    """Search each method's grid on validation AUC with the same number of trials.
+    """Search each method's space on validation AUC with the same number of trials (see the module).
 
     Parameters
     ----------
@@ -157,21 +150,28 @@ def tune(
     methods
         Method names; ``itempop`` has nothing to tune and is skipped.
     out
-        The tune directory (trial runs are cached in ``out/runs``).
+        The tune directory (the study journal and the trial runs, in ``out/runs``).
     trials
-        Trials per method.
+        Trials per method (fewer for a smaller space).
     seed
-        Seeds the choice of trials and every trial's training.
+        Seeds the samplers and every trial's training.
     base
-        Training values common to all trials (e.g. ``epochs``); grid values override them.
+        Training values common to all trials (e.g. ``epochs``); the space's values override them.
     grid
-        Overrides of grid keys (``{"lr": [...], ...}``).
+        Values that replace those of grid keys (``{"lr": [...], ...}``).
     jobs
-        Parallel processes (default: the CPU count).
+        Trials run at once (default: the CPU count).
     progress
-        Show the overall progress bar.
+        Show a progress bar over the trials.
     engine, address
         Where the trials run (see :func:`reinforcens.experiments.runner.run_specs`).
+    ranges
+        Keys searched in a range instead of a grid (:func:`parse_ranges`).
+    sampler
+        ``"tpe"``, ``"grid"`` or ``"random"`` (see the module).
+    prune
+        Stop unpromising runs early: ``True`` for :func:`default_pruner`, or an Optuna pruner (it must
+        be picklable, and importable in the worker processes).
 
     Returns
     -------
@@ -180,6 +180,8 @@ def tune(
 
     Raises
     ------
+    ConfigError
+        On a bad argument (naming its flag), or if every trial of a method was pruned.
     reinforcens.lock.LockedError
         If another process runs an experiment in ``out``.
     """
@@ -187,168 +189,134 @@ def tune(
 
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {trials}")
+    if sampler not in SAMPLER_KINDS:
+        raise ConfigError(f"--sampler must be one of {', '.join(SAMPLER_KINDS)}, got {sampler!r}")
+    if sampler == "grid" and ranges:
+        key = sorted(ranges)[0]
+        raise ConfigError(f"--sampler grid: --range {key} is not a grid; give its values with --grid")
     names = [n for n in parse_methods(methods) if n != ITEMPOP]
     if not names:
         raise ConfigError("no method to tune (ItemPop has no hyper-parameters)")
+    pruner = default_pruner() if prune is True else (prune or None)
     base = dict(base or {})
-    base.pop("sampler_options", None)  # the grid decides the options it searches
+    base.pop("sampler_options", None)  # the space decides the options it searches
     out = Path(out)
-    plans: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
-    for n in names:
-        settings = draw_trials(method_grid(n, grid), trials, seed)
-        plans[n] = [(s, method_values(Method(n, n, values=setting_values(s)), base)) for s in settings]
+    spaces = {n: method_space(n, grid, ranges) for n in names}
     record = data_record(data)  # the data is loaded and verified before anything is written
-    with DirectoryLock(out, "experiment"):
-        specs, results = _run_trials(
-            data, plans, out, seed, base, jobs or default_jobs(), progress, engine, address
+    with DirectoryLock(out, "experiment"), _optuna_warnings_only():
+        journal = out / JOURNAL
+        _repair_journal(journal)
+        tuner = _Tuner(
+            data, out, journal, seed, base, trials, sampler, pruner, record["data_fingerprint"],
+            jobs or default_jobs(), progress, engine, address,
         )
-        best, rows = _select(plans, specs, results, grid)
+        first = [n for n in names if not needs_pretraining(n, method_values(Method(n, n), base))]
+        searches = {n: tuner.open(n, spaces[n]) for n in first}
+        with tuner.bar(searches.values()):
+            tuner.run(list(searches.values()))
+        later = [n for n in names if n not in first]
+        if later:
+            pre_spec, pre_key = tuner.pretraining(searches.get("uniform"))
+            more = {n: tuner.open(n, spaces[n], pre_spec, pre_key) for n in later}
+            with tuner.bar(more.values()):
+                tuner.run(list(more.values()))
+            searches.update(more)
+        best, rows = _select([searches[n] for n in names])
         tuned = {
             "metric": "valid.auc",
             "seed": seed,
             "trials": trials,
             **record,
             "base": base,
+            "sampler": sampler,
+            "prune": None if pruner is None else _pruner_ident(pruner),
+            "journal": JOURNAL,
             "methods": best,
         }
-        report.write_csv(out / "trials.csv", pd.DataFrame(rows))
+        report.write_csv(out / "trials.csv", _trials_frame(rows))
         report.write_json(out / "tuned.json", tuned)
         report.write_text(out / "tuned.md", format_tuned(tuned))
     return tuned
 
 
-def _run_trials(
-    data: str | Path,
-    plans: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]],
-    out: Path,
-    seed: int,
-    base: dict[str, Any],
-    jobs: int,
-    progress: bool,
-    engine: str = "local",
-    address: str | None = None,
-) -> tuple[dict[str, list[RunSpec]], dict[str, dict[str, Any]]]:
-    """Run every method's trials: those without pretraining first (``uniform`` among them), then the
-    learned samplers from the best ``uniform`` trial (or a ``uniform`` run with the common settings).
-
-    Returns
-    -------
-    tuple
-        The specs of each method's trials (in the order of ``plans``) and the results by run directory.
-    """
-    runs_dir = out.resolve() / "runs"
-    fingerprint = data_fingerprint(data)
-
-    def spec(n: str, values: dict[str, Any], key: str, pretrain: str | None = None) -> RunSpec:
-        return RunSpec(n, n, seed, values, str(runs_dir / key / f"trial-seed{seed}"), pretrain)
-
-    def specs_of(n: str, pretrain: str | None, pre_key: str | None) -> list[RunSpec]:
-        return [
-            spec(n, values, run_key(n, n, values, pre_key, fingerprint=fingerprint), pretrain)
-            for _, values in plans[n]
-        ]
-
-    first = [n for n in plans if not needs_pretraining(n, plans[n][0][1])]
-    later = [n for n in plans if n not in first]
-    all_specs: dict[str, list[RunSpec]] = {n: specs_of(n, None, None) for n in first}
-    results = run_specs(
-        [s for n in first for s in all_specs[n]], data, jobs=jobs, progress=progress, desc="tune",
-        engine=engine, address=address,
-    )
-    if later:
-        if "uniform" in first:
-            pre_spec = _best(all_specs["uniform"], results)
-            pre_key = "tuned-uniform:" + Path(pre_spec.run_dir).parent.name
-        else:
-            pre_values = pretraining_values(base)
-            pre_key = run_key("uniform", "uniform", pre_values, fingerprint=fingerprint)
-            pre_spec = spec("uniform", pre_values, pre_key)
-            results.update(
-                run_specs(
-                    [pre_spec], data, jobs=1, progress=progress, desc="pretrain", engine=engine,
-                    address=address,
-                )
-            )
-        for n in later:
-            all_specs[n] = specs_of(n, pre_spec.run_dir, pre_key)
-        results.update(
-            run_specs(
-                [s for n in later for s in all_specs[n]], data, jobs=jobs, progress=progress, desc="tune",
-                engine=engine, address=address,
-            )
-        )
-    return {n: all_specs[n] for n in plans}, results
-
-
-def _select(
-    plans: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]],
-    specs: dict[str, list[RunSpec]],
-    results: dict[str, dict[str, Any]],
-    grid: dict[str, list[Any]] | None,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Each method's best trial on validation AUC (the ``methods`` of ``tuned.json``) and one row per
-    trial."""
+# ---------------------------------------------------------------------- results
+def _select(searches: list[_Search]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Each method's best complete trial on validation AUC (the ``methods`` of ``tuned.json``) and one
+    row per counted trial."""
     rows = []
     best: dict[str, Any] = {}
-    for n in plans:
-        best_auc, best_entry = -math.inf, None
-        for (setting, _), spec in zip(plans[n], specs[n], strict=True):
-            met = results[spec.run_dir]["metrics"]
-            auc = met.get("valid.auc")
-            auc = -math.inf if auc is None else float(auc)
+    for s in searches:
+        trials = _counted(s)
+        best_entry: dict[str, Any] | None = None
+        for t in trials:
+            complete = t.state == TrialState.COMPLETE
             rows.append(
                 {
-                    "method": n,
-                    **setting,
-                    "valid_auc": auc,
-                    "valid_ndcg": met.get("valid.ndcg"),
-                    "best_epoch": met.get("best_epoch"),
-                    "run_dir": spec.run_dir,
+                    "method": s.method,
+                    "trial": t.number,
+                    "state": t.state.name,
+                    **t.params,
+                    "valid_auc": t.value if complete else None,
+                    "valid_ndcg": t.user_attrs.get("valid_ndcg"),
+                    "best_epoch": t.user_attrs.get("best_epoch"),
+                    PRUNED_ATTR: t.user_attrs.get(PRUNED_ATTR),
+                    "run_dir": t.user_attrs.get("run_dir"),
                 }
             )
-            if auc > best_auc:
-                best_auc = auc
+            if complete and (best_entry is None or t.value > best_entry["valid_auc"]):
                 best_entry = {
-                    "values": setting_values(setting),
-                    "valid_auc": auc,
-                    "valid_ndcg": met.get("valid.ndcg"),
-                    "run_dir": spec.run_dir,
+                    "values": setting_values(t.params),
+                    "valid_auc": t.value,
+                    "valid_ndcg": t.user_attrs.get("valid_ndcg"),
+                    "run_dir": t.user_attrs.get("run_dir"),
+                    "trial": t.number,
                 }
-        assert best_entry is not None
-        best_entry["trials"] = len(plans[n])
-        best_entry["grid_size"] = grid_size(method_grid(n, grid))
-        best[n] = best_entry
+        if best_entry is None:
+            raise ConfigError(f"tune {s.method}: every trial was pruned, no setting to choose")
+        best_entry["trials"] = len(trials)
+        best_entry["pruned"] = sum(t.state == TrialState.PRUNED for t in trials)
+        best_entry["grid_size"] = grid_size(s.space)
+        best_entry["sampler"] = s.kind
+        best_entry["study"] = s.study.study_name
+        best[s.method] = best_entry
     return best, rows
 
 
-def _best(specs: list[RunSpec], results: dict[str, dict[str, Any]]) -> RunSpec:
-    def auc(s: RunSpec) -> float:
-        v = results[s.run_dir]["metrics"].get("valid.auc")
-        return -math.inf if v is None else float(v)
-
-    return max(specs, key=auc)
+def _trials_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The rows of ``trials.csv``: the trial's method, number and state, its setting, its results."""
+    frame = pd.DataFrame(rows)
+    keys = [k for k in frame.columns if k in known_keys()]
+    rest = [k for k in frame.columns if k not in keys and k not in ("method", "trial", "state")]
+    # whole numbers stay whole beside the rows that lack them (other methods, pruned trials)
+    for k in {*INTEGER_KEYS, "best_epoch", PRUNED_ATTR} & set(frame.columns):
+        if frame[k].dropna().map(lambda v: float(v).is_integer()).all():
+            frame[k] = frame[k].astype("Int64")
+    return frame[["method", "trial", "state", *keys, *rest]]
 
 
 def format_tuned(tuned: dict[str, Any]) -> str:
     """A Markdown table of each method's best setting and its validation AUC."""
-    headers = ["Method", "trials", "grid", "valid AUC", "valid NDCG", "best setting"]
+    headers = ["Method", "trials", "space", "sampler", "valid AUC", "valid NDCG", "best setting"]
     body = []
     for n, e in tuned["methods"].items():
         vals = dict(e["values"])
         opts = vals.pop("sampler_options", {})
         text = ", ".join(f"{k}={v:g}" for k, v in {**vals, **opts}.items())
+        trials = str(e["trials"]) + (f" ({e['pruned']} pruned)" if e.get("pruned") else "")
+        size = e.get("grid_size")
         body.append(
             [
                 display_name(n, (tuned.get("base") or {}).get("model", "gmf")),
-                str(e["trials"]),
-                str(e["grid_size"]),
+                trials,
+                "∞" if size is None else str(size),
+                e.get("sampler", "random"),
                 report.fmt_value(e["valid_auc"]),
                 report.fmt_value(e["valid_ndcg"]),
                 text,
             ]
         )
     return (
-        report.markdown_table(headers, body, align="lrrrrl")
+        report.markdown_table(headers, body, align="lrrlrrl")
         + f"\n\nSelected on validation list AUC only; seed {tuned['seed']}.\n"
     )
 

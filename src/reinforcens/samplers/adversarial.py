@@ -70,6 +70,11 @@ class RNSSampler(NegativeSampler):
     learned = True
     label = "RNS"
     paper_order = 7
+    tune_grid = {
+        "n_candidates": tuple(range(10, 151, 10)),
+        "alpha": (0.5, 1.0, 1.5, 2.0, 2.5, 3.0),
+        "beta": tuple(round(0.1 * i, 1) for i in range(10)),
+    }
 
     def __init__(self, config: RNSConfig, data, generator, context=None):
         super().__init__(config, data, generator, context)
@@ -303,6 +308,10 @@ class RNSESSampler(RNSSampler):
     label = "RNS-ES"
     defining_options = ("hardness",)
     paper_order = None
+    tune_grid = {
+        "n_candidates": tuple(range(10, 151, 10)),
+        "beta": tuple(round(0.1 * i, 1) for i in range(10)),
+    }
 
 
 class KBGANConfig(RNSConfig):
@@ -322,6 +331,7 @@ class KBGANSampler(RNSSampler):
     aliases = ("rns-as",)
     defining_options = ("alpha", "beta", "exposed_candidates", "hardness")
     paper_order = 3
+    tune_grid = {"n_candidates": tuple(range(10, 151, 10))}
 
     def _uniform_excludes_exposed(self) -> bool:
         return self.config.exposed_candidates > 0

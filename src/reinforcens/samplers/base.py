@@ -107,6 +107,8 @@ class NegativeSampler:
     defining_options: ClassVar[tuple[str, ...]] = ()
     #: position among the samplers of the paper's Table 2 (``None``: not in it)
     paper_order: ClassVar[int | None] = None
+    #: the options the paper's grid searches for this sampler (``reinforcens tune``), with their values
+    tune_grid: ClassVar[dict[str, tuple[float, ...]]] = {}
 
     def __init__(
         self,

@@ -38,6 +38,7 @@ class IRGANSampler(RNSSampler):
     label = "IRGAN"
     defining_options = ("alpha", "beta", "exposed_candidates", "hardness")
     paper_order = 4
+    tune_grid = {"n_candidates": tuple(range(10, 151, 10))}
 
     def _candidates_and_flags(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         n = self.config.n_candidates
