@@ -232,11 +232,23 @@ class PruneOdd(optuna.pruners.BasePruner):
         return trial.number % 2 == 1
 
 
-def test_pruned_trials_are_recorded_and_their_runs_never_read_as_finished(tiny_prepared, tmp_path):
+def test_pruned_trials_are_recorded_and_their_runs_never_read_as_finished(
+    tiny_prepared, tmp_path, monkeypatch
+):
     out = tmp_path / "tune"
     kwargs: dict[str, Any] = {"base": {"epochs": 3, "batch_size": 1024}, "progress": False}
-    # two worker processes: a pruned run stops its batch, the other run goes on in the next one
+    statuses: list[list[str]] = []
+    real = studies_module.run_specs
+
+    def recorded(*args: Any, **kw: Any) -> dict[str, dict[str, Any]]:
+        results = real(*args, **kw)
+        statuses.append(sorted(r["status"] for r in results.values()))
+        return results
+
+    monkeypatch.setattr(studies_module, "run_specs", recorded)
+    # two worker processes: a pruned run is returned as stopped, the other run of its batch goes on
     tuned = tune(tiny_prepared.path, ["uniform"], out, trials=4, jobs=2, prune=PruneOdd(), **kwargs)
+    assert statuses == [["stopped", "trained"]] * 2  # two batches, nothing stopped and run again
     (name, trials), = _studies(out).items()
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED] * 2 and _distinct(trials)
     entry = tuned["methods"]["uniform"]

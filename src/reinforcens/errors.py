@@ -40,6 +40,12 @@ class ConfigError(ReinforcensError):
     """An invalid configuration value or an unknown configuration key."""
 
 
+class RunStopped(ReinforcensError):
+    """A run's ``on_validate`` hook stopped it (e.g. a tuner's pruner): the epoch is saved and the run
+    stays unfinished, so a later resume continues it. :func:`reinforcens.experiments.runner.execute`
+    returns such a run with the status ``"stopped"`` instead of failing its experiment."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM arrived while an experiment ran (:func:`reinforcens.experiments.runner.run_specs`).
 

@@ -218,6 +218,21 @@ def launched_ranks() -> int:
         return 1
 
 
+def rank_threads() -> int | None:
+    """The threads of each rank when torchrun started several on this machine: this process's CPUs
+    over ``LOCAL_WORLD_SIZE`` (at least 1), so that the ranks' thread pools (torch's and the compiled
+    kernels') do not oversubscribe the cores; ``None`` when not launched so."""
+    if launched_ranks() == 1:
+        return None
+    from reinforcens.backend import available_cpus
+
+    try:
+        local = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+    except ValueError:
+        local = 1
+    return max(available_cpus() // local, 1)
+
+
 def run_device(device: torch.device) -> torch.device:
     """The device of this rank: ``cuda:<LOCAL_RANK>`` for a CUDA run under torchrun, else ``device``."""
     if device.type == "cuda" and device.index is None and launched_ranks() > 1:

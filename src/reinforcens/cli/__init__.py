@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=positive_int,
         default=None,
-        help="torch intra-op threads (default: torch's choice; 1 is often fastest for GMF-sized work "
-        "and on a busy machine)",
+        help="torch intra-op threads (default: torch's choice; under torchrun, the CPUs over the ranks "
+        "of the machine; 1 is often fastest for GMF-sized work and on a busy machine)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
@@ -78,6 +78,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
         set_threads(min(args.threads, cpus))
+    else:
+        from reinforcens.parallel import rank_threads
+
+        shared = rank_threads()  # ranks of one machine under torchrun share its CPUs
+        if shared is not None:
+            from reinforcens.backend import set_threads
+
+            set_threads(shared)
     try:
         code = args.func(args)
     except ReinforcensError as exc:

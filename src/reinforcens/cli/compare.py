@@ -30,12 +30,34 @@ def add_run_arguments(p: argparse.ArgumentParser, seeds_default: str) -> None:
 
 
 def add_tune_arguments(p: argparse.ArgumentParser) -> None:
+    """The search's arguments, shared by ``tune`` and ``compare --tune``."""
     p.add_argument("--trials", type=positive_int, default=20, help="trials per method (default 20)")
     p.add_argument(
         "--grid",
         action="append",
         metavar="KEY=V1,V2,...",
         help="replace the values of one grid key (lr, l2, n_candidates, alpha, beta), repeatable",
+    )
+    p.add_argument(
+        "--range",
+        action="append",
+        metavar="KEY=LO:HI[:log]",
+        help="search one key in a range instead of its grid (e.g. lr=1e-4:1e-1:log; n_candidates in whole "
+        "numbers), repeatable; not with --sampler grid",
+    )
+    p.add_argument(
+        "--sampler",
+        choices=("tpe", "grid", "random"),
+        default="tpe",
+        help="Optuna sampler: tpe (default: model-based, the best use of a budget far below the grid's "
+        "size), grid (the grid in a random order without repetition), random. A budget that covers the "
+        "whole grid tries all of it",
+    )
+    p.add_argument(
+        "--prune",
+        action="store_true",
+        help="stop runs whose validation AUC falls below the median of the method's completed trials at "
+        "the same epoch (from the 5th epoch, once 5 trials completed); pruned trials count in --trials",
     )
 
 
@@ -79,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
     from reinforcens.errors import ConfigError
     from reinforcens.experiments.compare import compare, parse_methods
-    from reinforcens.experiments.tune import load_tuned, parse_grid_overrides, tune
+    from reinforcens.experiments.tune import load_tuned, parse_grid_overrides, parse_ranges, tune
     from reinforcens.lock import DirectoryLock
 
     base = training_values(args, None)
@@ -92,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.tune:
         names = parse_methods(args.methods)
         grid = parse_grid_overrides(args.grid)
+        ranges = parse_ranges(args.range, grid)
     # one compare at a time in --out, its --tune trials (in OUT/tune) included; compare() re-enters
     with DirectoryLock(args.out, "experiment"):
         if args.tune:
@@ -107,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
                 progress=not args.quiet,
                 engine=args.engine,
                 address=args.address,
+                ranges=ranges,
+                sampler=args.sampler,
+                prune=args.prune,
             )
         res = compare(
             args.data,

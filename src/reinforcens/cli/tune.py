@@ -31,27 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma-separated methods to tune",
     )
     add_tune_arguments(p)
-    p.add_argument(
-        "--range",
-        action="append",
-        metavar="KEY=LO:HI[:log]",
-        help="search one key in a range instead of its grid (e.g. lr=1e-4:1e-1:log; n_candidates in whole "
-        "numbers), repeatable; not with --sampler grid",
-    )
-    p.add_argument(
-        "--sampler",
-        choices=("tpe", "grid", "random"),
-        default="tpe",
-        help="Optuna sampler: tpe (default: model-based, the best use of a budget far below the grid's "
-        "size), grid (the grid in a random order without repetition), random. A budget that covers the "
-        "whole grid tries all of it",
-    )
-    p.add_argument(
-        "--prune",
-        action="store_true",
-        help="stop runs whose validation AUC falls below the median of the method's completed trials at "
-        "the same epoch (from the 5th epoch, once 5 trials completed); pruned trials count in --trials",
-    )
     p.add_argument("--seed", type=seed, default=0, help="seed of the samplers and of every trial")
     p.add_argument(
         "--jobs", type=positive_int, default=None, help="trials run at once (default: the CPU count)"

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from reinforcens import rundir
 from reinforcens.atomic import atomic_write_json
-from reinforcens.errors import ConfigError
+from reinforcens.errors import ConfigError, RunStopped
 from reinforcens.lock import DirectoryLock
 
 if TYPE_CHECKING:
@@ -369,7 +369,9 @@ def execute(spec: RunSpec, data_path: str, threads: int | None = None) -> dict[s
     """Run (or reuse, or resume) one spec; returns ``{"status", "run_dir", "metrics"}``.
 
     ``status`` is ``"cached"`` (finished before), ``"resumed"`` (an unfinished run continued) or
-    ``"trained"`` (started afresh); see :func:`run_status`. A finished run is reused only if it verifies
+    ``"trained"`` (started afresh), see :func:`run_status`; or ``"stopped"`` when the spec's
+    ``on_validate`` hook stopped the run (:class:`~reinforcens.errors.RunStopped`; ``metrics`` is then
+    ``None`` and ``reason`` says why; the run stays resumable). A finished run is reused only if it verifies
     (:func:`reinforcens.rundir.verify_finished`; for ``itempop``, its ``data.json``). ``threads``: the
     torch thread count to set before training (a worker process's, see
     :mod:`reinforcens.experiments.engines`); ``None`` leaves it.
@@ -389,7 +391,10 @@ def execute(spec: RunSpec, data_path: str, threads: int | None = None) -> dict[s
     if spec.sampler == ITEMPOP:
         metrics = _run_itempop(spec, data, run_dir)
     else:
-        metrics = _run_trained(spec, data, run_dir, threads)
+        try:
+            metrics = _run_trained(spec, data, run_dir, threads)
+        except RunStopped as exc:
+            return {"status": "stopped", "run_dir": spec.run_dir, "metrics": None, "reason": str(exc)}
     return {"status": status, "run_dir": spec.run_dir, "metrics": metrics}
 
 

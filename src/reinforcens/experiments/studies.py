@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from reinforcens import rundir
-from reinforcens.errors import ConfigError
+from reinforcens.errors import ConfigError, RunStopped
 from reinforcens.experiments.runner import (
     Method,
     RunSpec,
@@ -268,32 +268,18 @@ class _Tuner:
                         s.remaining -= 1
             if not batch:
                 return
-            try:
-                results = run_specs(
-                    [t.spec for t in batch], self.data, jobs=min(self.jobs, len(batch)), progress=False,
-                    desc="tune", engine=self.engine, address=self.address,
-                )
-            except Exception:
-                pruned = self._pruned(batch)
-                if not pruned:
-                    raise
-                for t in pruned:
-                    self._tell_pruned(t)
-                # the batch's other runs were stopped (or finished): run them again first
-                self.queue.extendleft(reversed([t for t in batch if t not in pruned]))
-                if self.engine == "local":  # a stopped worker may have been writing the journal
-                    _repair_journal(self.journal)
-                continue
+            results = run_specs(
+                [t.spec for t in batch], self.data, jobs=min(self.jobs, len(batch)), progress=False,
+                desc="tune", engine=self.engine, address=self.address,
+            )
             for t in batch:
-                self._tell(t, results[t.spec.run_dir]["metrics"])
-
-    def _pruned(self, batch: list[_Trial]) -> list[_Trial]:
-        """The trials of ``batch`` whose reporter stopped their run (it marks them in the journal)."""
-        out = []
-        for t in batch:
-            if PRUNED_ATTR in _frozen(t).user_attrs:
-                out.append(t)
-        return out
+                result = results[t.spec.run_dir]
+                if result["status"] != "stopped":
+                    self._tell(t, result["metrics"])
+                elif PRUNED_ATTR in _frozen(t).user_attrs:  # its reporter stopped it
+                    self._tell_pruned(t)
+                else:  # pragma: no cover - only the reporters stop runs
+                    raise ConfigError(f"tune {t.search.method}: trial {t.number} stopped: {result['reason']}")
 
     def _tell_pruned(self, t: _Trial) -> None:
         t.search.study.tell(t.number, state=TrialState.PRUNED)
@@ -464,9 +450,10 @@ def _repair_journal(path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- pruning in the worker
-class TrialPrunedAt(optuna.TrialPruned):
-    """A run stopped by its trial's pruner (raised by :class:`PruningReporter` in the worker; it
-    pickles, so it reaches the tune from a worker process)."""
+class TrialPrunedAt(optuna.TrialPruned, RunStopped):
+    """A run stopped by its trial's pruner (raised by :class:`PruningReporter` in the worker): a
+    :class:`~reinforcens.errors.RunStopped`, so the runner returns the run as ``"stopped"`` and the
+    other runs of its batch go on."""
 
     def __init__(self, study_name: str, number: int, epoch: int):
         super().__init__(study_name, number, epoch)

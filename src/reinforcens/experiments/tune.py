@@ -55,9 +55,8 @@ Trials run in batches of up to ``jobs`` through :func:`reinforcens.experiments.r
 in the worker process) and stops when the pruner says so (default: :data:`DEFAULT_PRUNER`, a median
 stopping rule; a run at its last epoch is not pruned); the trial is told ``PRUNED`` and counts in the
 budget, and its run directory stays unfinished (a later trial with the same setting resumes it; it is
-never read as finished). The runner stops a batch at its first failing run, so a pruned run stops the
-others of its batch: they run again in the next batch, resuming their run directories at their last
-saved epoch.
+never read as finished). A pruned run is returned by the runner as ``"stopped"``
+(:class:`~reinforcens.errors.RunStopped`), so the other runs of its batch go on.
 
 Output in the tune directory: ``tuned.json`` (``{"metric", "seed", "trials", "data", "data_fingerprint",
 "base", "sampler", "prune", "journal", "methods": {NAME: {"values", "valid_auc", "valid_ndcg",
