@@ -9,14 +9,13 @@ operators by self CPU time, plus the time of the same batches without the profil
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 
 from torch.profiler import ProfilerActivity, profile
 
 from reinforcens.backend import set_threads
-from reinforcens.cli.bench import OUR_METHODS, _our_method, default_cache, ensure_prepared
+from reinforcens.bench import OUR_METHODS, build_method, default_cache, ensure_prepared
 from reinforcens.config import TrainConfig
 from reinforcens.data.prepared import load_prepared
 from reinforcens.train import Trainer
@@ -37,21 +36,19 @@ def main() -> None:
     prep = ensure_prepared(args.preset, Path(args.cache) if args.cache else default_cache())
     data = load_prepared(prep)
     trainer = Trainer(data, TrainConfig.build(device=args.device), None, progress=False)
-    method = _our_method(trainer, args.method, 0)
-    full = trainer.train_data
-    n = args.batches * trainer.config.batch_size
-    trainer.train_data = dataclasses.replace(full, pos_users=full.pos_users[:n], pos_items=full.pos_items[:n])
-    method.epoch(warmup_positives=10 * trainer.config.batch_size)
+    method = build_method(trainer, args.method, 0)
+    method.train_batches(10)
     t0 = time.perf_counter()
-    method.epoch()
+    method.train_batches(args.batches)
     plain = time.perf_counter() - t0
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
     with profile(activities=activities) as prof:
-        method.epoch()
+        method.train_batches(args.batches)
+    n_batches = -(-trainer.train_data.n_positives // trainer.config.batch_size)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
     print(
         f"{args.method}: {args.batches} batches in {plain:.3f} s without the profiler "
-        f"({plain / args.batches * 1e3:.2f} ms/batch; {full.n_positives / n * plain:.1f} s per epoch)"
+        f"({plain / args.batches * 1e3:.2f} ms/batch; {n_batches / args.batches * plain:.1f} s per epoch)"
     )
 
 

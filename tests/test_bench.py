@@ -3,15 +3,21 @@ against the plain autograd / torch.optim computation it replaces."""
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
+import pkgutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from test_sampler_contract import build, model_for, sampler_for
 
+import reinforcens.bench
+from reinforcens.backend import resolve_backend
+from reinforcens.bench import format_table, ratios, run_timing
 from reinforcens.cli import main
-from reinforcens.cli.bench import format_table, run_timing
 from reinforcens.losses import bpr_loss, bpr_with_grads, l2_penalty
 from reinforcens.mmd import gaussian_kernel, mmd_reward
 from reinforcens.models.gmf import GMF
@@ -59,6 +65,7 @@ def test_bench_command_on_tiny(bench_cache, tmp_path, capsys):
     else:
         assert "implicit" in result["skipped"]
     assert "| bpr |" in capsys.readouterr().out
+    assert "targets" not in result and not _verdicts(result)
     # the preset is cached: a second run prepares nothing
     prep = bench_cache / "tiny-seed0" / "prep" / "meta.json"
     mtime = prep.stat().st_mtime
@@ -68,7 +75,24 @@ def test_bench_command_on_tiny(bench_cache, tmp_path, capsys):
     assert "| bpr |" in format_table(again)
 
 
-def test_bench_memory_mode_on_tiny(bench_cache, tmp_path):
+def _verdicts(obj, where="result"):
+    """The places of a pass/fail verdict in a result (keys ``targets``, ``target`` or ``met``)."""
+    found = []
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if key in ("targets", "target", "met"):
+                found.append(f"{where}[{key!r}]")
+            found += _verdicts(value, f"{where}[{key!r}]")
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            found += _verdicts(value, f"{where}[{i}]")
+    return found
+
+
+@pytest.mark.parametrize("backend", [None, "torch", "numba"])
+def test_bench_memory_mode_on_tiny(bench_cache, tmp_path, backend):
+    if backend == "numba":
+        pytest.importorskip("numba")
     out = tmp_path / "mem.json"
     args = [
         "bench",
@@ -81,11 +105,117 @@ def test_bench_memory_mode_on_tiny(bench_cache, tmp_path):
         str(out),
         "--quiet",
     ]
-    assert main(args) == 0
+    assert main(args + (["--backend", backend] if backend else [])) == 0
     result = json.loads(out.read_text())
     assert {"prepare", "train"} <= set(result["steps"])  # the simulation is cached by the test above
     assert all(s["returncode"] == 0 and s["peak_rss_mb"] > 10 for s in result["steps"].values())
     assert result["peak_rss_mb"] == max(result["steps"][k]["peak_rss_mb"] for k in ("prepare", "train"))
+    # the training child trained with the backend asked for (auto: what it resolves to on the CPU)
+    want = backend or resolve_backend("auto", torch.device("cpu"))
+    train = result["steps"]["train"]
+    assert train["backend"] == want and result["machine"]["backend"] == want
+    assert f"--backend {backend or 'auto'}" in train["command"]
+    assert set(train["methods"]) == {"bpr", "rns30"}
+    assert all(0.0 <= m["auc"] <= 1.0 and m["seconds"] > 0 for m in train["methods"].values())
+    assert not _verdicts(result)
+
+
+def test_ratios_are_every_method_over_implicit_and_over_bpr():
+    med = {"implicit": 1.0, "bpr": 2.0, "dns": 4.0, "rns30": 8.0, "rns100": 16.0, "eval_lists": 0.5}
+    r = ratios(med)
+    assert r == {
+        "bpr_vs_implicit": 2.0,
+        "dns_vs_implicit": 4.0,
+        "rns30_vs_implicit": 8.0,
+        "rns100_vs_implicit": 16.0,
+        "eval_lists_vs_implicit": 0.5,
+        "dns_vs_bpr": 2.0,
+        "rns30_vs_bpr": 4.0,
+        "rns100_vs_bpr": 8.0,
+    }
+    # without implicit (not installed), only the ratios to our BPR; a zero base gives none
+    assert ratios({"bpr": 2.0, "rns30": 5.0}) == {"rns30_vs_bpr": 2.5}
+    assert ratios({"bpr": 0.0, "rns30": 5.0}) == {}
+
+
+# ------------------------------------------------------------------------------------------------
+# the bench package: no acceptance targets, public training API only
+# ------------------------------------------------------------------------------------------------
+
+
+def _bench_modules() -> list[str]:
+    names = ["reinforcens.bench", "reinforcens.cli.bench"]
+    names += [f"reinforcens.bench.{m.name}" for m in pkgutil.iter_modules(reinforcens.bench.__path__)]
+    return names
+
+
+def test_bench_holds_no_acceptance_targets(bench_cache):
+    for name in _bench_modules():
+        module = importlib.import_module(name)
+        assert not [a for a in vars(module) if "target" in a.lower()], name
+    result = run_timing("tiny", bench_cache, repeats=1, methods=("bpr", "dns"), warmup_batches=1, quiet=True)
+    assert "targets" not in result and not _verdicts(result)
+    table = format_table(result)
+    assert "target" not in table.lower() and "met" not in table.split()
+
+
+def _private_uses(path: Path, module: str) -> list[str]:
+    """Private names of other reinforcens modules that a source file uses: ``from reinforcens.x import
+    _y``, a private module of another package, and ``obj._name`` on anything but ``self`` (the stdlib's
+    ``argparse._SubParsersAction`` excepted); and attributes of other objects it assigns (a hot swap; the
+    exit code of a child process the bench reaped itself, ``proc.returncode``, excepted)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = module.rsplit(".", 1)[0]
+    found = []
+
+    def private(part: str) -> bool:
+        return part.startswith("_") and not part.startswith("__")
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("reinforcens"):
+            mod = node.module or ""
+            if any(private(p) for p in mod.split(".")) and mod.rsplit(".", 1)[0] != package:
+                found.append(f"line {node.lineno}: from {mod}")
+            found += [f"line {node.lineno}: import {a.name}" for a in node.names if private(a.name)]
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("reinforcens") and any(private(p) for p in a.name.split(".")):
+                    found.append(f"line {node.lineno}: import {a.name}")
+        elif isinstance(node, ast.Attribute) and private(node.attr):
+            owner = ast.unparse(node.value)
+            if owner != "self" and f"{owner}.{node.attr}" != "argparse._SubParsersAction":
+                found.append(f"line {node.lineno}: {owner}.{node.attr}")
+        elif isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                owner = ast.unparse(t.value) if isinstance(t, ast.Attribute) else "self"
+                if owner != "self" and ast.unparse(t) != "proc.returncode":
+                    found.append(f"line {node.lineno}: assigns {ast.unparse(t)}")
+    return found
+
+
+def test_bench_uses_only_public_names_of_other_modules():
+    root = Path(reinforcens.bench.__file__).parent
+    files = {f"reinforcens.bench.{p.stem}": p for p in root.glob("*.py")}
+    files["reinforcens.cli.bench"] = root.parent / "cli" / "bench.py"
+    assert len(files) >= 6
+    for module, path in files.items():
+        assert not _private_uses(path, module), (module, _private_uses(path, module))
+
+
+def test_the_private_use_check_catches_what_it_should(tmp_path):
+    src = tmp_path / "x.py"
+    src.write_text(
+        "from reinforcens.train import _generators\n"
+        "from reinforcens.cli._common import seed\n"
+        "def f(trainer):\n"
+        "    trainer._new_model(1)\n"
+        "    trainer.train_data = None\n"
+        "    self._ok = 1\n"
+    )
+    found = _private_uses(src, "reinforcens.bench.x")
+    assert len(found) == 4, found
+    assert not [f for f in _private_uses(src, "reinforcens.cli.x") if "_common" in f]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -252,7 +382,7 @@ def test_a_stale_cached_simulation_is_regenerated(tmp_path):
     # regression: the cache was keyed by preset name and seed only
     import json
 
-    from reinforcens.cli.bench import ensure_prepared, preset_paths
+    from reinforcens.bench import ensure_prepared, preset_paths
     from reinforcens.data.simulate import PRESETS
 
     prep = ensure_prepared("tiny", tmp_path, seed=0, quiet=True)
