@@ -394,3 +394,15 @@ def test_a_stale_cached_simulation_is_regenerated(tmp_path):
     assert ensure_prepared("tiny", tmp_path, seed=0, quiet=True) == prep
     assert json.loads(meta_path.read_text())["config"] == PRESETS["tiny"].model_dump(mode="json")
     assert (prep / "meta.json").is_file()
+
+
+@pytest.mark.parametrize(("name", "kind"), [("adam", "rowwise-adam"), ("sgd", "rowwise-sgd")])
+def test_bench_times_the_optimizer_asked_for(tiny_prepared, name, kind):
+    """``bench --optimizer`` reaches the recommender's optimizer of every timed method."""
+    from reinforcens.bench.timing import build_method
+    from reinforcens.config import TrainConfig
+    from reinforcens.train import Trainer
+
+    trainer = Trainer(tiny_prepared, TrainConfig.build(optimizer=name, backend="torch"), None, progress=False)
+    method = build_method(trainer, "bpr", 0)
+    assert method.optimizer.state_dict()["kind"] == kind

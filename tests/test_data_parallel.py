@@ -64,11 +64,11 @@ def _model(kind: str):
     return make_model(spec, generator=torch.Generator().manual_seed(3))
 
 
-def _steps(kind: str, backend: str, ops, batch, shard) -> dict[str, torch.Tensor]:
-    """Two BPR steps, then (GMF/MF) two REINFORCE steps of a policy, on this rank's share; the final
-    state and the loss of each BPR step."""
+def _steps(kind: str, backend: str, ops, batch, shard, optimizer: str = "adam") -> dict:
+    """Two BPR steps (with ``optimizer``), then (GMF/MF) two REINFORCE steps of a policy, on this rank's
+    share; the final state and the loss of each BPR step."""
     model = _model(kind)
-    opt = model.make_optimizer(0.05, ops)
+    opt = model.make_optimizer(0.05, ops, optimizer)
     users, pos, neg = shard(batch["users"], batch["pos"], batch["neg"])
     losses = [float(opt.bpr_step(users, pos, neg, 1e-3)[0]) for _ in range(2)]
     out = {f"model.{k}": v.clone() for k, v in model.state_dict().items()}
@@ -93,7 +93,7 @@ def shard_of(parallel, batch):
     return parallel.shard(batch["users"], batch["pos"], batch["neg"])
 
 
-def _rank_main(rank: int, store: str, result: str, kind: str, backend: str) -> None:
+def _rank_main(rank: int, store: str, result: str, kind: str, backend: str, optimizer: str) -> None:
     import torch.distributed as dist
 
     from reinforcens.backend import set_threads
@@ -105,7 +105,7 @@ def _rank_main(rank: int, store: str, result: str, kind: str, backend: str) -> N
     try:
         parallel = TorchDistributed(torch.device("cpu"))
         ops = DistributedOps(make_ops(backend), parallel)
-        out = _steps(kind, backend, ops, _batch(), parallel.shard)
+        out = _steps(kind, backend, ops, _batch(), parallel.shard, optimizer)
         # gather and all_sum with uneven and empty shares
         n = (3, 0)[rank]
         (a, b), start = parallel.gather(torch.arange(n) + 10 * rank, torch.ones((n, 2, 3)) * rank)
@@ -128,17 +128,20 @@ def _rank_main(rank: int, store: str, result: str, kind: str, backend: str) -> N
 
 
 @pytest.mark.parametrize(
-    ("kind", "backend"), [("gmf", "torch"), ("gmf", "numba"), ("mf", "torch"), ("lightgcn", "torch")]
-)
-def test_two_ranks_take_the_one_process_step_of_the_whole_batch(tmp_path, kind, backend):
+    ("kind", "backend", "optimizer"),
+    [("gmf", "torch", "adam"), ("gmf", "numba", "adam"), ("mf", "torch", "adam"),
+     ("lightgcn", "torch", "adam"), ("gmf", "torch", "sgd"), ("gmf", "numba", "sgd"),
+     ("lightgcn", "torch", "sgd")],
+)  # fmt: skip
+def test_two_ranks_take_the_one_process_step_of_the_whole_batch(tmp_path, kind, backend, optimizer):
     mp.start_processes(
         _rank_main,
-        args=(str(tmp_path / "store"), str(tmp_path / "out"), kind, backend),
+        args=(str(tmp_path / "store"), str(tmp_path / "out"), kind, backend, optimizer),
         nprocs=2,
         start_method="spawn",
     )
     ranks = [torch.load(tmp_path / f"out.{r}") for r in range(2)]
-    one = _steps(kind, backend, make_ops(backend), _batch(), lambda *t: t)
+    one = _steps(kind, backend, make_ops(backend), _batch(), lambda *t: t, optimizer)
     for key, value in one.items():
         for r in range(2):
             if kind == "lightgcn":  # the ranks' gradients are summed: float rounding apart
@@ -233,6 +236,22 @@ def test_two_gloo_ranks_train_tiny_as_one_process_at_the_doubled_batch(tiny_dir,
     assert json.loads((tmp_path / "two" / "run.json").read_text())["ranks"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["test.auc"] == m2["test.auc"]
+
+
+def test_a_learned_sampler_starts_alike_on_every_rank(tiny_dir, tmp_path):
+    """RNS from scratch (no pretrained policy): its policy's initial weights are drawn before the ranks'
+    sampler streams part, so the ranks never differ (on the CPU no epoch needs realigning). They once
+    drew them from their own streams, and every rank's epoch 1 ran another policy."""
+    out = tmp_path / "run"
+    extra = ("--init", "scratch", "--sampler-init", "scratch", "--epochs", "2", "--eval-every", "1")
+    done = subprocess.run(
+        _torchrun(_train_args(tiny_dir, out, "rns", 64, *extra)),
+        capture_output=True, text=True, env=_env(), timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "epochs.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert not any(r.get("ranks_realigned") for r in rows)
 
 
 def test_a_killed_data_parallel_run_resumes_to_the_uninterrupted_result(tiny_dir, tmp_path):

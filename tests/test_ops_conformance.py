@@ -1,7 +1,8 @@
 """Every operation of every compute backend (:mod:`reinforcens.ops`) against an oracle written here.
 
-The oracles are plain Python sets and loops, numpy, and autograd followed by the row-wise Adam formula
-of the :mod:`reinforcens.optim` module docstring written out; none of them calls the code under test.
+The oracles are plain Python sets and loops, numpy, and autograd followed by the row-wise Adam (or plain
+SGD) formula of the :mod:`reinforcens.optim` module docstring written out; none of them calls the code
+under test.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from reinforcens.models.gmf import GMF, MF
 from reinforcens.ops import Ops, make_ops
 from reinforcens.ops.numba_ops import NumbaOps
 from reinforcens.ops.torch_ops import TorchOps
-from reinforcens.optim import GMFOptimizer
+from reinforcens.optim import GMFOptimizer, SGDOptimizer
 from reinforcens.training_data import TrainingData
 
 BACKENDS = ["numba", "torch"]
@@ -351,6 +352,34 @@ def test_bpr_step_equals_autograd_then_rowwise_adam(backend, kind, l2):
         oracle.assert_matches(opt)
     if kind == "mf":
         assert torch.equal(model.h.detach(), torch.ones(6))
+
+
+@pytest.mark.parametrize("kind", ["gmf", "mf"])
+def test_bpr_sgd_step_equals_autograd_then_sgd(backend, kind):
+    """Plain SGD (``optimizer="sgd"``): the autograd gradients of the same loss, ``w <- w - lr * g``."""
+    ops, lr, l2 = backend[0], 0.05, 0.1
+    model = _policy(kind, seed=3)
+    opt = SGDOptimizer(model, lr, backend=ops.name)
+    w = AdamOracle(model).w
+    g = _gen(4)
+    for _ in range(3):
+        users = torch.randint(0, 12, (40,), generator=g)  # repeated rows
+        pos, neg = torch.randint(0, 30, (40,), generator=g), torch.randint(0, 30, (40,), generator=g)
+        x = {k: v.clone().requires_grad_(True) for k, v in w.items()}
+        pu = x["user"][users] * x["h"]
+        r_pos, r_neg = (pu * x["item"][pos]).sum(1), (pu * x["item"][neg]).sum(1)
+        loss = torch.nn.functional.softplus(-(r_pos - r_neg)).sum()
+        rows = (x["user"][users], x["item"][pos], x["item"][neg])
+        loss = loss + 0.5 * l2 * sum(e.pow(2).sum() for e in rows)
+        loss.backward()
+        got_loss, got_neg = ops.bpr_sgd_step(opt, users, pos, neg, l2)
+        assert float(got_loss) == pytest.approx(float(loss.detach()), rel=1e-5)
+        torch.testing.assert_close(got_neg.double(), r_neg.detach(), rtol=1e-5, atol=1e-6)
+        for name in ("user", "item", "h") if model.trains_h else ("user", "item"):
+            w[name] = w[name] - lr * x[name].grad
+        for name, got in (("user", model.user.weight), ("item", model.item.weight), ("h", model.h)):
+            torch.testing.assert_close(got.detach().double(), w[name], rtol=1e-5, atol=2e-6)
+    assert opt.steps == 3
 
 
 @pytest.mark.parametrize("kind", ["gmf", "mf"])

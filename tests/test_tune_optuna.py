@@ -161,6 +161,23 @@ def test_repeated_suggestions_cost_no_budget_and_leave_no_trial(tmp_path, monkey
     assert tuner.open("rns", method_space("rns", ranges={"lr": Range(1e-4, 0.1, log=True)})).budget == 30
 
 
+def test_a_budget_covering_a_space_with_an_integer_range_asks_distinct_settings(tmp_path):
+    """A finite space with an integer range, all of it in the budget: the grid sampler (which takes value
+    lists) is not switched to, and every setting is asked once. It once crashed at the first ask."""
+    tuner = _Tuner(
+        "unused", tmp_path, tmp_path / JOURNAL, 0, {}, 6, "tpe", None, "fp", 1, False, "local", None
+    )
+    space = method_space("kbgan", {"lr": [0.01], "l2": [1e-4, 1e-3]}, parse_ranges(["n_candidates=10:12"]))
+    s = tuner.open("kbgan", space)
+    assert (s.budget, s.kind) == (6, "tpe")
+    asked = []
+    for _ in range(6):
+        t = tuner.ask(s)
+        s.study.tell(t.number, 0.5)
+        asked.append((t.params["l2"], t.params["n_candidates"]))
+    assert sorted(asked) == sorted((l2, n) for l2 in (1e-4, 1e-3) for n in (10, 11, 12))
+
+
 def test_bad_search_arguments_are_one_line_errors(tiny_prepared, tmp_path):
     with pytest.raises(ConfigError, match=r"--range lr: LO must be below HI"):
         parse_ranges(["lr=0.1:0.01"])
@@ -281,9 +298,10 @@ def test_pruning_reporter_pickles_reports_and_spares_the_last_epoch(tmp_path):
     hook = PruningReporter(str(tmp_path / JOURNAL), "s", 1, trial._trial_id, PruneOdd(), 3)
     hook = pickle.loads(pickle.dumps(hook))
     hook(3, {"auc": 0.6, "ndcg": 0.4})  # the last epoch: reported, not pruned
+    hook(1, {"auc": 0.6, "ndcg": 0.4, "final": 1.0})  # an early-stopped run's end: not pruned either
     with pytest.raises(TrialPrunedAt) as err:
         hook(2, {"auc": 0.5, "ndcg": 0.3})
     exc = pickle.loads(pickle.dumps(err.value))  # it reaches the tune from a worker process
     assert (exc.study_name, exc.number, exc.epoch) == ("s", 1, 2) and "pruned at epoch 2" in str(exc)
     frozen = study.get_trials()[1]
-    assert frozen.intermediate_values == {3: 0.6, 2: 0.5} and frozen.user_attrs[PRUNED_ATTR] == 2
+    assert frozen.intermediate_values == {3: 0.6, 1: 0.6, 2: 0.5} and frozen.user_attrs[PRUNED_ATTR] == 2

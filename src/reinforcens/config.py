@@ -19,7 +19,7 @@ class StrictModel(BaseModel):
 
 
 #: the recommender keys, and what a config without them (made before they existed) means
-MODEL_DEFAULTS: dict[str, Any] = {"model": "gmf", "layers": 3, "sampler_model": "auto"}
+MODEL_DEFAULTS: dict[str, Any] = {"model": "gmf", "layers": 3, "sampler_model": "auto", "optimizer": "adam"}
 
 
 def _sampler_model(model: str, sampler_model: str) -> str:
@@ -32,15 +32,15 @@ def canonical_model_keys(values: dict[str, Any], sampler: str) -> dict[str, Any]
     """``values`` (a config's, as JSON) with the recommender keys in one form per run: the learned
     samplers' ``sampler_model`` resolved (static samplers have no model of their own), and each key
     dropped where it has the value of a config written before the keys existed (``model`` gmf,
-    ``layers`` 3, a GMF policy or none). Two configs that train the same run compare equal, and an old
-    config equals today's default."""
+    ``layers`` 3, a GMF policy or none, ``optimizer`` adam). Two configs that train the same run compare
+    equal, and an old config equals today's default."""
     from reinforcens.samplers import SAMPLERS, canonical_name
 
     out = {k: v for k, v in values.items() if k not in MODEL_DEFAULTS}
     keys = {k: values.get(k, v) for k, v in MODEL_DEFAULTS.items()}
     learned = SAMPLERS[canonical_name(sampler)].learned
     keys["sampler_model"] = _sampler_model(keys["model"], keys["sampler_model"]) if learned else "gmf"
-    legacy = {"model": "gmf", "layers": 3, "sampler_model": "gmf"}
+    legacy = {"model": "gmf", "layers": 3, "sampler_model": "gmf", "optimizer": "adam"}
     out.update({k: v for k, v in keys.items() if v != legacy[k]})
     return out
 
@@ -71,7 +71,13 @@ class TrainConfig(StrictModel):
         "sqrt(2 / (rows + dim)) per table (RecBole's xavier_normal_)",
     )
     batch_size: int = Field(1024, ge=1, description="positives per minibatch")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate of the recommender")
+    optimizer: Literal["adam", "sgd"] = Field(
+        "adam",
+        description="the recommender's update rule: 'adam' (row-wise Adam for gmf and mf, Adam for "
+        "lightgcn) or 'sgd' (plain SGD, as implicit's BPR; usually wants a larger lr); the learned "
+        "samplers' own models keep Adam",
+    )
+    lr: float = Field(1e-3, gt=0, description="learning rate of the recommender's optimizer")
     l2: float = Field(1e-5, ge=0, description="L2 weight on the embedding rows of each batch")
     epochs: int = Field(400, ge=0, description="maximum epochs of the main stage")
     patience: int = Field(10, ge=1, description="evaluations without improvement before stopping")

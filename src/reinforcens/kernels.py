@@ -2,8 +2,8 @@
 
 Each kernel does in one pass over a minibatch what the torch path does in a few dozen eager operations:
 draw negatives, score candidates, compute the BPR or REINFORCE gradients and apply the row-wise Adam
-update of :mod:`reinforcens.optim` to the rows of the batch only. They compute the same quantities as the
-torch path (tested against it), up to floating-point summation order.
+update (or, for BPR, plain SGD) of :mod:`reinforcens.optim` to the rows of the batch only. They compute
+the same quantities as the torch path (tested against it), up to floating-point summation order.
 
 Random numbers are counter-based: draw ``c`` of a call with seed ``s`` is ``splitmix64(s + c * phi)``, so
 a result depends only on the seed (drawn by the caller from its ``torch.Generator``) and the position of
@@ -300,6 +300,29 @@ def rowwise_adam(rows_in, grads_in, weight, exp_avg, exp_avg_sq, slot, rows, gra
     _adam_rows(rows, n_used, grads, weight, exp_avg, exp_avg_sq, slot, step_size, b1, b2, eps)
 
 
+@njit(fastmath=_FM, **_JIT)
+def _sgd_rows(rows, n_rows, grads, weight, slot, lr):
+    """Plain SGD ``w_r -= lr * g_r`` on the first ``n_rows`` slots (float32 arithmetic)."""
+    k_dim = weight.shape[1]
+    lr = np.float32(lr)
+    for s in range(n_rows):
+        r = rows[s]
+        slot[r] = -1
+        g = grads[s]
+        w = weight[r]
+        for k in range(k_dim):
+            w[k] -= lr * g[k]
+
+
+@njit(fastmath=_FM, **_JIT)
+def rowwise_sgd(rows_in, grads_in, weight, slot, rows, grads, lr):
+    """Plain SGD of one table: sum the gradients of repeated rows (1-D), then update each once."""
+    n_used = 0
+    for t in range(rows_in.shape[0]):
+        n_used = _add_row(rows_in[t], grads_in[t], slot, rows, grads, n_used)
+    _sgd_rows(rows, n_used, grads, weight, slot, lr)
+
+
 # ------------------------------------------------------------------------------------------- BPR
 @njit(parallel=True, fastmath=_FM, **_JIT)
 def bpr_adam_step(
@@ -390,6 +413,89 @@ def bpr_adam_step(
         _adam_rows(ur, used_u[t], ug, user_w, user_m, user_v, user_slot, step_size, b1, b2, eps)
         _adam_rows(ir, used_i[t], ig, item_w, item_m, item_v, item_slot, step_size, b1, b2, eps)
     adam_dense(gh, h, h_m, h_v, lr, b1, b2, eps, bc1, bc2)
+    return loss
+
+
+@njit(parallel=True, fastmath=_FM, **_JIT)
+def bpr_sgd_step(
+    users, pos, neg, user_w, item_w, h, user_slot, user_rows, user_grads, item_slot, item_rows, item_grads,
+    l2, lr, neg_scores, parts,
+):  # fmt: skip
+    """One BPR step of a GMF with hand-computed gradients and plain SGD (``optim.SGDOptimizer``).
+
+    The loss and gradients of :func:`bpr_adam_step` (every gradient from the weights before the step),
+    then ``w_r -= lr * g_r`` once per distinct row, ``g_r`` its summed gradients, and ``h -= lr * g_h``.
+    Writes the pre-step negative scores into ``neg_scores`` and returns the summed loss (float64).
+
+    Parallel and deterministic as :func:`bpr_adam_step`: the scores per row in parallel, then ``parts``
+    workers each own the table rows ``r`` with ``r % parts`` equal to their index, sum those rows'
+    gradients in batch order into their own region of the scratch buffers (``parts * B`` user and
+    ``parts * 2B`` item slots) and update them, so the result does not depend on ``parts``.
+    """
+    b_count = users.shape[0]
+    k_dim = h.shape[0]
+    losses = np.empty(b_count, np.float64)
+    g_user = np.empty((b_count, k_dim), np.float32)
+    g_pos = np.empty((b_count, k_dim), np.float32)
+    g_neg = np.empty((b_count, k_dim), np.float32)
+    g_h = np.empty((b_count, k_dim), np.float32)
+    l2f = np.float32(l2)
+    for b in prange(b_count):  # as bpr_adam_step
+        u = users[b]
+        i = pos[b]
+        j = neg[b]
+        x = np.float32(0.0)
+        sj = np.float32(0.0)
+        sq = np.float32(0.0)
+        for k in range(k_dim):
+            ph = user_w[u, k] * h[k]
+            x += ph * (item_w[i, k] - item_w[j, k])
+            sj += ph * item_w[j, k]
+            sq += user_w[u, k] * user_w[u, k] + item_w[i, k] * item_w[i, k] + item_w[j, k] * item_w[j, k]
+        neg_scores[b] = sj
+        z = -float(x)
+        if z > 0:
+            losses[b] = z + math.log1p(math.exp(-z)) + 0.5 * l2 * float(sq)
+            s = np.float32(1.0 / (1.0 + math.exp(-z)))
+        else:
+            ez = math.exp(z)
+            losses[b] = math.log1p(ez) + 0.5 * l2 * float(sq)
+            s = np.float32(ez / (1.0 + ez))
+        for k in range(k_dim):
+            pu = user_w[u, k]
+            d = item_w[i, k] - item_w[j, k]
+            t = s * h[k]
+            g_user[b, k] = l2f * pu - t * d
+            g_pos[b, k] = l2f * item_w[i, k] - t * pu
+            g_neg[b, k] = l2f * item_w[j, k] + t * pu
+            g_h[b, k] = s * pu * d
+    loss = 0.0
+    gh = np.zeros(k_dim, np.float32)
+    for b in range(b_count):
+        loss += losses[b]
+        for k in range(k_dim):
+            gh[k] -= g_h[b, k]
+    # the gradients above read the pre-step weights and the merge reads only them: each worker sums
+    # and updates its own rows in one pass
+    for t in prange(parts):
+        ur = user_rows[t * b_count : (t + 1) * b_count]
+        ug = user_grads[t * b_count : (t + 1) * b_count]
+        ir = item_rows[t * 2 * b_count : (t + 1) * 2 * b_count]
+        ig = item_grads[t * 2 * b_count : (t + 1) * 2 * b_count]
+        n_u = 0
+        n_i = 0
+        for b in range(b_count):
+            if users[b] % parts == t:
+                n_u = _add_row(users[b], g_user[b], user_slot, ur, ug, n_u)
+            if pos[b] % parts == t:
+                n_i = _add_row(pos[b], g_pos[b], item_slot, ir, ig, n_i)
+            if neg[b] % parts == t:
+                n_i = _add_row(neg[b], g_neg[b], item_slot, ir, ig, n_i)
+        _sgd_rows(ur, n_u, ug, user_w, user_slot, lr)
+        _sgd_rows(ir, n_i, ig, item_w, item_slot, lr)
+    lrf = np.float32(lr)
+    for k in range(k_dim):
+        h[k] -= lrf * gh[k]
     return loss
 
 
@@ -767,7 +873,9 @@ def _check_mmd(dots, sq_x, sq_g, m, coef, cs, out) -> None:
 score_and_choose = _checked(score_and_choose, _check_choose)
 reinforce_adam_step = _checked(reinforce_adam_step, _check_reinforce)
 bpr_adam_step = _checked(bpr_adam_step, _check_bpr)
+bpr_sgd_step = _checked(bpr_sgd_step, _check_bpr)
 rowwise_adam = _checked(rowwise_adam, _check_rowwise)
+rowwise_sgd = _checked(rowwise_sgd, _check_rowwise)
 sample_uniform = _checked(sample_uniform, _check_uniform)
 sample_segments = _checked(sample_segments, _check_sample_segments)
 candidates = _checked(candidates, _check_candidates)

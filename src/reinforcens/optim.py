@@ -1,5 +1,46 @@
-"""Optimizers: row-wise ("lazy") Adam for the tables of GMF and MF with Adam for GMF's ``h``, and an
-autograd Adam for every other recommender (:class:`AutogradOptimizer`).
+"""Optimizers of the recommender (the config's ``optimizer``): row-wise ("lazy") Adam for the tables
+of GMF and MF with Adam for GMF's ``h`` (:class:`GMFOptimizer`, ``"adam"``, the default), plain SGD for
+them (:class:`SGDOptimizer`, ``"sgd"``), and an autograd :class:`torch.optim.Adam` or
+:class:`torch.optim.SGD` for every other recommender (:class:`AutogradOptimizer`).
+
+The loss, for both update rules
+-------------------------------
+A step on a minibatch of ``B`` triples ``(u_b, i_b, j_b)`` (user, positive, negative) minimises::
+
+    L = sum_b [ softplus(-(r_{u_b i_b} - r_{u_b j_b}))
+                + 0.5 * l2 * (||p_{u_b}||^2 + ||q_{i_b}||^2 + ||q_{j_b}||^2) ]
+
+with ``r_ui = h . (p_u * q_i)`` (:func:`reinforcens.losses.bpr_with_grads`): the L2 term applies to the
+rows of the batch, once per occurrence. With ``x_b = r_{u_b i_b} - r_{u_b j_b}`` and
+``z_b = sigmoid(-x_b) = 1 / (1 + exp(x_b))``, the gradients of one triple are::
+
+    dL/dp_u = -z_b * h * (q_i - q_j) + l2 * p_u
+    dL/dq_i = -z_b * h * p_u         + l2 * q_i
+    dL/dq_j =  z_b * h * p_u         + l2 * q_j
+    dL/dh   = -z_b * p_u * (q_i - q_j)
+
+all from the weights before the step. ``g_r``, the gradient of row ``r``, sums these over every
+occurrence of ``r`` in the batch (a user with two triples, an item that is the positive of one and the
+negative of another); ``g_h`` sums over the batch. MF fixes ``h`` at ones and never updates it.
+
+Plain SGD (``optimizer="sgd"``)
+-------------------------------
+For every row ``r`` of the batch, and for ``h`` (GMF only)::
+
+    w_r <- w_r - lr * g_r          h <- h - lr * g_h
+
+Rows outside the batch have a zero gradient, so this row-wise step *is* dense SGD; there is no state
+besides the step count. With one triple per batch and ``h = 1`` (MF) it is exactly the update of
+implicit's BPR (``implicit/cpu/bpr.pyx``, ``reg = l2``, leaving out its item biases)::
+
+    z = 1 / (1 + exp(p_u . (q_i - q_j)))
+    p_u += lr * (z * (q_i - q_j) - reg * p_u)
+    q_i += lr * (z * p_u - reg * q_i)
+    q_j += lr * (-z * p_u - reg * q_j)
+
+implicit applies it triple after triple (asynchronously, over threads), here the gradients of a
+minibatch are summed first, so that the step does not depend on the order of the triples or on the
+number of threads.
 
 How the row-wise update differs from dense Adam
 -----------------------------------------------
@@ -29,16 +70,19 @@ their gradients summed first), ``lr``, ``beta1``, ``beta2`` and ``eps`` the usua
 Apart from floating-point summation order this is exactly :class:`torch.optim.SparseAdam`. ``h`` (a
 dense ``K``-vector, in every batch) uses dense Adam, and the step count ``t`` is shared.
 
+Implementation
+--------------
 The steps run in the optimizer's compute backend (:attr:`GMFOptimizer.ops`, see
-:mod:`reinforcens.ops`). Implementation (``backend="numba"``, CPU): :mod:`reinforcens.kernels` sums
-the gradients of repeated rows into one slot per row and updates each row once, in one compiled pass
-(:meth:`GMFOptimizer.bpr_step` also computes the BPR gradients in that pass). Implementation
+:mod:`reinforcens.ops`; SGD through :meth:`~reinforcens.ops.Ops.bpr_sgd_step` and
+:meth:`~reinforcens.ops.Ops.sgd_step_rows`). Implementation (``backend="numba"``, CPU):
+:mod:`reinforcens.kernels` sums the gradients of repeated rows into one slot per row and updates each
+row once, in one compiled pass (:meth:`GMFOptimizer.bpr_step` also computes the BPR gradients in that
+pass; :func:`reinforcens.kernels.bpr_sgd_step` for SGD). Implementation
 (``backend="torch"``): the gradients of repeated rows are summed first (``torch.unique`` and
 ``index_add_`` on the CPU; on a GPU ``index_add_`` into a zeroed table-sized buffer, read back for
 every occurrence, so nothing waits for the device and repeated rows compute identical values). The
-moments and weights of those rows are then gathered, updated and written back with ``index_put_``.
-No step touches a row
-outside the batch.
+moments (Adam) and weights of those rows are then gathered, updated and written back with
+``index_put_``. No step touches a row outside the batch.
 """
 
 from __future__ import annotations
@@ -56,8 +100,9 @@ from reinforcens.ops import Ops, make_ops
 from reinforcens.ops import check_rows as _check_rows
 
 
-class RowwiseAdam:
-    """Row-wise Adam state of one embedding table (see the module docstring).
+class RowTable:
+    """One embedding table updated row by row, and the scratch a step needs to sum the gradients of
+    rows repeated in a batch (see the module docstring).
 
     Parameters
     ----------
@@ -71,8 +116,6 @@ class RowwiseAdam:
     ----------
     weight : torch.Tensor
         The table, updated in place.
-    exp_avg, exp_avg_sq : torch.Tensor
-        First and second moments, the table's shape.
     """
 
     def __init__(self, weight: torch.Tensor, merge: str = "auto"):
@@ -80,8 +123,6 @@ class RowwiseAdam:
             raise ValueError(f"merge must be 'auto', 'sort' or 'buffer', got {merge!r}")
         self.weight = weight
         self.merge = merge
-        self.exp_avg = torch.zeros_like(weight, memory_format=torch.contiguous_format)
-        self.exp_avg_sq = torch.zeros_like(self.exp_avg)
         self._scratch: torch.Tensor | None = None
         self._slot: np.ndarray | None = None
         self._rows: np.ndarray | None = None
@@ -96,10 +137,6 @@ class RowwiseAdam:
             self._rows = np.empty(n, dtype=np.int64)
             self._grads = np.empty((n, self.weight.shape[1]), dtype=np.float32)
         return self._slot, self._rows, self._grads
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """numpy views of the weight and both moments (updated in place by the kernels)."""
-        return np_view(self.weight), np_view(self.exp_avg), np_view(self.exp_avg_sq)
 
     def _merge(self, rows: torch.Tensor, grads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The rows to update and their summed gradients.
@@ -117,11 +154,39 @@ class RowwiseAdam:
             merged = grads.new_zeros((rows.numel(), grads.shape[1])).index_add_(0, inverse, grads)
             return rows, merged
         if self._scratch is None:
-            self._scratch = torch.zeros_like(self.exp_avg)
+            self._scratch = torch.zeros_like(self.weight, memory_format=torch.contiguous_format)
         self._scratch.index_add_(0, rows, grads)
         merged = self._scratch.index_select(0, rows)
         self._scratch.index_fill_(0, rows, 0.0)
         return rows, merged
+
+
+class RowwiseAdam(RowTable):
+    """Row-wise Adam state of one embedding table (see the module docstring).
+
+    Parameters
+    ----------
+    weight
+        The table (a parameter), updated in place.
+    merge
+        How gradients of rows repeated in a batch are summed (see :class:`RowTable`).
+
+    Attributes
+    ----------
+    weight : torch.Tensor
+        The table, updated in place.
+    exp_avg, exp_avg_sq : torch.Tensor
+        First and second moments, the table's shape.
+    """
+
+    def __init__(self, weight: torch.Tensor, merge: str = "auto"):
+        super().__init__(weight, merge)
+        self.exp_avg = torch.zeros_like(weight, memory_format=torch.contiguous_format)
+        self.exp_avg_sq = torch.zeros_like(self.exp_avg)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """numpy views of the weight and both moments (updated in place by the kernels)."""
+        return np_view(self.weight), np_view(self.exp_avg), np_view(self.exp_avg_sq)
 
     def step(
         self,
@@ -145,7 +210,72 @@ class RowwiseAdam:
         weight.index_put_(index, w)
 
 
-class GMFOptimizer:
+class RowwiseSGD(RowTable):
+    """Plain SGD of one embedding table, row by row: ``w_r <- w_r - lr * g_r`` for the rows of a batch,
+    ``g_r`` their summed gradients (no state besides the weight; see the module docstring)."""
+
+    def step(self, rows: torch.Tensor, grads: torch.Tensor, lr: float) -> None:
+        """Update ``rows`` (int64, any shape, repeats allowed) with gradients ``grads`` (rows, K)."""
+        rows = rows.reshape(-1)
+        rows, g = self._merge(rows, grads.reshape(rows.numel(), self.weight.shape[1]))
+        weight = self.weight.data
+        weight.index_put_((rows,), weight.index_select(0, rows).add_(g, alpha=-lr))
+
+
+class _RowOptimizer:
+    """What the row-wise optimizers of a GMF (or MF) share: the compute backend, ``h``'s target and
+    the step from autograd's ``.grad``. Subclasses set ``model``, ``ops`` and ``steps`` and define
+    ``step_rows``."""
+
+    model: GMF
+    ops: Ops
+    steps: int
+
+    @property
+    def backend(self) -> str:
+        """The compute backend's name (read-only: see :attr:`ops`)."""
+        return self.ops.name
+
+    def zero_grad(self) -> None:
+        for p in (self.model.user.weight, self.model.item.weight, self.model.h):
+            p.grad = None
+
+    def h_target(self) -> torch.Tensor:
+        """The ``h`` a fused kernel updates in place: the model's own when it trains ``h`` (GMF), a
+        scratch copy of it otherwise (MF), so the model's stays fixed."""
+        return self.model.h if self.model.trains_h else self.model.h.clone()
+
+    def step_rows(
+        self,
+        users: torch.Tensor,
+        user_grads: torch.Tensor,
+        items: torch.Tensor,
+        item_grads: torch.Tensor,
+        h_grad: torch.Tensor | None,
+    ) -> None:
+        raise NotImplementedError
+
+    def step(self) -> None:
+        """One step from the ``.grad`` of the parameters (left by ``loss.backward()``)."""
+        dim = self.model.dim
+        device = self.model.h.device
+        empty_rows = torch.zeros(0, dtype=torch.long, device=device)
+        empty_grads = torch.zeros((0, dim), dtype=self.model.h.dtype, device=device)
+        parts = []
+        for weight in (self.model.user.weight, self.model.item.weight):
+            grad = weight.grad
+            if grad is None:
+                parts += [empty_rows, empty_grads]
+            elif grad.is_sparse:
+                parts += [grad._indices()[0], grad._values()]
+            else:  # a dense gradient: every row with a nonzero gradient
+                rows = torch.nonzero(grad.abs().sum(1)).squeeze(1)
+                parts += [rows, grad[rows]]
+        h_grad = self.model.h.grad if self.model.trains_h else None
+        self.step_rows(parts[0], parts[1], parts[2], parts[3], h_grad)
+
+
+class GMFOptimizer(_RowOptimizer):
     """Row-wise Adam for a GMF's tables plus dense Adam for ``h`` (see the module docstring).
 
     Two ways to use it:
@@ -169,6 +299,9 @@ class GMFOptimizer:
         :attr:`ops` (``make_ops(backend)``).
     """
 
+    #: what :meth:`state_dict` records as ``kind``
+    kind = "rowwise-adam"
+
     def __init__(
         self,
         model: GMF,
@@ -188,20 +321,6 @@ class GMFOptimizer:
         self.item = RowwiseAdam(model.item.weight)
         h = model.h
         self.h_moments = torch.zeros((2, *h.shape), dtype=h.dtype, device=h.device)
-
-    @property
-    def backend(self) -> str:
-        """The compute backend's name (read-only: see :attr:`ops`)."""
-        return self.ops.name
-
-    def zero_grad(self) -> None:
-        for p in (self.model.user.weight, self.model.item.weight, self.model.h):
-            p.grad = None
-
-    def h_target(self) -> torch.Tensor:
-        """The ``h`` a fused kernel updates in place: the model's own when it trains ``h`` (GMF), a
-        scratch copy of it otherwise (MF), so the model's stays fixed."""
-        return self.model.h if self.model.trains_h else self.model.h.clone()
 
     def step_rows(
         self,
@@ -249,28 +368,9 @@ class GMFOptimizer:
         """
         return self.ops.bpr_step(self, users, pos, neg, l2)
 
-    def step(self) -> None:
-        """One step from the ``.grad`` of the parameters (left by ``loss.backward()``)."""
-        dim = self.model.dim
-        device = self.model.h.device
-        empty_rows = torch.zeros(0, dtype=torch.long, device=device)
-        empty_grads = torch.zeros((0, dim), dtype=self.model.h.dtype, device=device)
-        parts = []
-        for weight in (self.model.user.weight, self.model.item.weight):
-            grad = weight.grad
-            if grad is None:
-                parts += [empty_rows, empty_grads]
-            elif grad.is_sparse:
-                parts += [grad._indices()[0], grad._values()]
-            else:  # a dense gradient: every row with a nonzero gradient
-                rows = torch.nonzero(grad.abs().sum(1)).squeeze(1)
-                parts += [rows, grad[rows]]
-        h_grad = self.model.h.grad if self.model.trains_h else None
-        self.step_rows(parts[0], parts[1], parts[2], parts[3], h_grad)
-
     def state_dict(self) -> dict[str, Any]:
         return {
-            "kind": "rowwise-adam",
+            "kind": self.kind,
             "steps": self.steps,
             "lr": self.lr,
             "betas": list(self.betas),
@@ -287,6 +387,7 @@ class GMFOptimizer:
         """Load :meth:`state_dict` output (or the ``SparseAdam`` + ``Adam`` state of older versions)."""
         if "sparse" in state:  # SparseAdam for the tables and Adam for h
             state = _from_torch_optimizers(state)
+        _check_kind(state, self.kind, default=self.kind)  # older states have no kind
         self.steps = int(state["steps"])
         self.lr = float(state["lr"])
         self.betas = (float(state["betas"][0]), float(state["betas"][1]))
@@ -305,6 +406,87 @@ class GMFOptimizer:
                     target.zero_()
                 else:
                     target.copy_(state[key])
+
+
+class SGDOptimizer(_RowOptimizer):
+    """Plain SGD for a GMF's (or MF's) tables and ``h``, as implicit's BPR (see the module docstring):
+    the same loss and gradients as :class:`GMFOptimizer`, the update ``w <- w - lr * g``.
+
+    The interface of :class:`GMFOptimizer` (:meth:`bpr_step`, :meth:`step_rows`, ``step()`` after
+    ``loss.backward()``, :meth:`state_dict`); the steps run in :attr:`ops`
+    (:meth:`reinforcens.ops.Ops.bpr_sgd_step` and :meth:`~reinforcens.ops.Ops.sgd_step_rows`).
+
+    Parameters
+    ----------
+    model
+        The GMF (or MF) updated in place (an MF's ``h`` is never written).
+    lr
+        Learning rate.
+    backend
+        A backend's name or the :class:`~reinforcens.ops.Ops` of the run (as :class:`GMFOptimizer`'s).
+
+    Raises
+    ------
+    ConfigError
+        If the operations have no SGD step (those of a data-parallel run, for now).
+    """
+
+    #: what :meth:`state_dict` records as ``kind``
+    kind = "rowwise-sgd"
+
+    def __init__(self, model: GMF, lr: float, backend: str | Ops = "torch"):
+        self.ops = make_ops(backend)
+        self.ops.check_device(model.h.device)
+        self.model = model
+        self.lr = float(lr)
+        self.steps = 0
+        self.user = RowwiseSGD(model.user.weight)
+        self.item = RowwiseSGD(model.item.weight)
+
+    def _advance(self) -> None:
+        """Count one step."""
+        self.steps += 1
+
+    def step_rows(
+        self,
+        users: torch.Tensor,
+        user_grads: torch.Tensor,
+        items: torch.Tensor,
+        item_grads: torch.Tensor,
+        h_grad: torch.Tensor | None,
+    ) -> None:
+        """One SGD step from hand-computed gradients (arguments as :meth:`GMFOptimizer.step_rows`)."""
+        self.ops.sgd_step_rows(self, users, user_grads, items, item_grads, h_grad)
+
+    def bpr_step(
+        self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, l2: float
+    ) -> tuple[float | torch.Tensor, torch.Tensor]:
+        """One BPR step on (user, positive, negative) triples: the loss and gradients of
+        :func:`reinforcens.losses.bpr_with_grads`, then :meth:`step_rows`; returns the pre-step summed
+        loss and negative scores (as :meth:`GMFOptimizer.bpr_step`)."""
+        return self.ops.bpr_sgd_step(self, users, pos, neg, l2)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "steps": self.steps, "lr": self.lr}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        _check_kind(state, self.kind)
+        self.steps = int(state["steps"])
+        self.lr = float(state["lr"])
+
+
+#: the row-wise optimizers of GMF and MF, by the config's ``optimizer``
+ROW_OPTIMIZERS: dict[str, type[GMFOptimizer] | type[SGDOptimizer]] = {
+    "adam": GMFOptimizer,
+    "sgd": SGDOptimizer,
+}
+
+
+def _check_kind(state: dict[str, Any], kind: str, default: str | None = None) -> None:
+    """Raise ``ValueError`` unless ``state`` is the state of an optimizer of this ``kind``."""
+    got = state.get("kind", default)
+    if got != kind:
+        raise ValueError(f"not the state of a {kind} optimizer (kind {got!r})")
 
 
 def _from_torch_optimizers(state: dict[str, Any]) -> dict[str, Any]:
@@ -329,13 +511,15 @@ def _from_torch_optimizers(state: dict[str, Any]) -> dict[str, Any]:
 
 
 class AutogradOptimizer:
-    """BPR with :class:`torch.optim.Adam` through autograd, for recommenders without a fused step
-    (LightGCN): every step recomputes the model's effective tables with gradients.
+    """BPR through autograd with :class:`torch.optim.Adam` (``optimizer="adam"``) or
+    :class:`torch.optim.SGD` (``"sgd"``: plain, no momentum, no weight decay), for recommenders
+    without a fused step (LightGCN): every step recomputes the model's effective tables with gradients.
 
     The loss is GMF's (:func:`reinforcens.losses.bpr_with_grads`): ``sum_b softplus(-(r_ui - r_uj)) +
     0.5 * l2 * sum ||e||^2`` over the parameter rows of the batch (:meth:`Recommender.regularised_rows`:
     LightGCN's ``E^(0)`` rows). Adam is dense (every parameter with a gradient moves each step), as
-    RecBole and the LightGCN authors train. ``ops``: the run's operations; with several ranks
+    RecBole and the LightGCN authors train; SGD is ``w <- w - lr * dL/dw`` for every parameter.
+    ``ops``: the run's operations; with several ranks
     (:class:`reinforcens.ops.distributed.DistributedOps`) the gradients and the loss are summed over
     them before the step.
     """
@@ -347,14 +531,25 @@ class AutogradOptimizer:
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         ops: Ops | None = None,
+        optimizer: str = "adam",
     ):
+        if optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
         self.model = model
         self.ops = ops
         self.lr = float(lr)
-        self.adam = torch.optim.Adam(model.parameters(), lr=self.lr, betas=betas, eps=eps)
+        self.kind = optimizer
+        self._sgd_steps = 0
+        if optimizer == "adam":
+            self.adam = torch.optim.Adam(model.parameters(), lr=self.lr, betas=betas, eps=eps)
+            self.inner: torch.optim.Optimizer = self.adam
+        else:
+            self.inner = torch.optim.SGD(model.parameters(), lr=self.lr)
 
     @property
     def steps(self) -> int:
+        if self.kind == "sgd":  # plain SGD keeps no state of its own
+            return self._sgd_steps
         states = list(self.adam.state.values())
         return int(states[0]["step"]) if states else 0
 
@@ -373,12 +568,13 @@ class AutogradOptimizer:
         loss = bpr_loss(pos_s, neg_s)
         if l2 > 0:
             loss = loss + l2 * l2_penalty(*model.regularised_rows(users, torch.cat([pos, neg])))
-        self.adam.zero_grad(set_to_none=True)
+        self.inner.zero_grad(set_to_none=True)
         loss.backward()
         loss = loss.detach()
         if self.ops is not None and self.ops.ranks > 1:
             loss = self._sum_over_ranks(loss)
-        self.adam.step()
+        self.inner.step()
+        self._sgd_steps += 1
         model.changed()
         return loss, neg_s.detach()
 
@@ -397,9 +593,13 @@ class AutogradOptimizer:
         return flat[0].to(loss.dtype)
 
     def state_dict(self) -> dict[str, Any]:
+        if self.kind == "sgd":
+            return {"kind": "sgd", "steps": self._sgd_steps, "sgd": self.inner.state_dict()}
         return {"kind": "adam", "adam": self.adam.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("kind") != "adam":
-            raise ValueError(f"not an autograd Adam state (kind {state.get('kind')!r})")
-        self.adam.load_state_dict(state["adam"])
+        if state.get("kind") != self.kind:
+            raise ValueError(f"not an autograd {self.kind} state (kind {state.get('kind')!r})")
+        if self.kind == "sgd":
+            self._sgd_steps = int(state["steps"])
+        self.inner.load_state_dict(state[self.kind])

@@ -103,9 +103,9 @@ class Trainer:
         synchronised, and rank 0 alone validates and owns ``out_dir`` (:mod:`reinforcens.parallel`).
         Default: one process.
     on_validate
-        Called as ``on_validate(epoch, {"auc", "ndcg"})`` after each validation of the main stage, once
-        that epoch is saved (so an exception it raises, e.g. a tuner's pruning, stops the run where a
-        later ``resume`` continues it).
+        Called as ``on_validate(epoch, {"auc", "ndcg", "final"})`` after each validation of the main stage
+        (``final``: 1.0 when the stage ends at that epoch), once that epoch is saved (so an exception it
+        raises, e.g. a tuner's pruning, stops the run where a later ``resume`` continues it).
     """
 
     def __init__(
@@ -304,7 +304,7 @@ class Trainer:
         floor: float | None = None,
     ) -> StageResult:
         cfg = self.config
-        optimizer = model.make_optimizer(cfg.lr, self.train_data.ops)
+        optimizer = model.make_optimizer(cfg.lr, self.train_data.ops, cfg.optimizer)
         rank_model = sampler.ranking_model(model)
         main, several = self.parallel.is_main, self.parallel.world > 1
         start_epoch, best_epoch, bad, seconds = 1, 0, 0, 0.0
@@ -429,7 +429,9 @@ class Trainer:
                     rank_streams=[r.clone() for r in rank_streams.cpu()] if several else None,
                 )
             if self.on_validate is not None and name == "train" and "valid_auc" in row:
-                self.on_validate(epoch, {"auc": row["valid_auc"], "ndcg": row["valid_ndcg"]})
+                final = float(bool(stop) or epoch == max_epochs)  # 1.0: the stage ends here
+                scores = {"auc": row["valid_auc"], "ndcg": row["valid_ndcg"], "final": final}
+                self.on_validate(epoch, scores)
             if self.progress:
                 msg = f"{name} epoch {epoch}: loss {stats['loss']:.4f}"
                 if "valid_auc" in row:
@@ -568,6 +570,7 @@ class Trainer:
         gens = self._streams(cfg.seed + 1_000_003)
         model = self._new_model(gens[0])
         uniform = make_sampler("uniform", self.train_data, gens[2])
+        self._own_sampler_stream(gens, cfg.seed + 1_000_003)
         res = self._run_stage(
             "pretrain",
             stage_dir,
@@ -619,6 +622,7 @@ class Trainer:
             dim=cfg.dim, lr=cfg.lr, l2=cfg.l2, init_std=cfg.init_std, model=cfg.resolved_sampler_model()
         )
         sampler = make_sampler(cfg.sampler, self.train_data, gens[2], cfg.sampler_options, ctx)
+        self._own_sampler_stream(gens, cfg.seed)
         floor = None
         pre_epochs = 0
         if cfg.resolved_init() == "pretrained":
@@ -678,13 +682,17 @@ class Trainer:
 
     def _streams(self, seed: int) -> list[torch.Generator]:
         """The random streams of a stage from its seed: model initialisation, data order and the
-        sampler's. Rank ``r > 0`` of a data-parallel run has its own sampler stream, from
-        ``SeedSequence(seed, spawn_key=(r,))``, the others being shared by all ranks."""
-        gens = _generators(seed, self.device, 3)
+        sampler's, the same on every rank (see :meth:`_own_sampler_stream`)."""
+        return _generators(seed, self.device, 3)
+
+    def _own_sampler_stream(self, gens: list[torch.Generator], seed: int) -> None:
+        """Give rank ``r > 0`` of a data-parallel run its own sampler stream (``gens[2]``, reseeded in
+        place from ``SeedSequence(seed, spawn_key=(r,))``) once the sampler is built: what the sampler
+        draws at construction (a learned policy's initial weights) is the same on every rank, its
+        negatives are not. Rank 0 keeps the stream of a one-process run."""
         if self.parallel.rank > 0:
             state = np.random.SeedSequence(seed, spawn_key=(self.parallel.rank,)).generate_state(1, np.uint64)
             gens[2].manual_seed(int(state[0]) & ((1 << 63) - 1))
-        return gens
 
 
 def _clone(obj: Any) -> Any:

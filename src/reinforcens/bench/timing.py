@@ -186,7 +186,7 @@ def build_method(trainer: Trainer, name: str, seed: int) -> OurMethod:
         dim=cfg.dim, lr=cfg.lr, l2=cfg.l2, init_std=cfg.init_std, model=cfg.resolved_sampler_model()
     )
     sampler = make_sampler(sampler_name, trainer.train_data, draws, options, ctx)
-    optimizer = model.make_optimizer(cfg.lr, trainer.train_data.ops)
+    optimizer = model.make_optimizer(cfg.lr, trainer.train_data.ops, cfg.optimizer)
     return OurMethod(name, trainer, model, optimizer, sampler, order)
 
 
@@ -283,6 +283,7 @@ def run_timing(
     implicit_threads: int | None = None,
     backend: str = "auto",
     recommender: str = "gmf",
+    optimizer: str = "adam",
 ) -> dict[str, Any]:
     """Time the methods on a preset (see the module docstring).
 
@@ -312,6 +313,8 @@ def run_timing(
         Training kernels of our methods (:mod:`reinforcens.backend`).
     recommender
         The model of our methods (the ``model`` config value).
+    optimizer
+        The recommender's update rule (the ``optimizer`` config value: ``"adam"`` or ``"sgd"``).
 
     Returns
     -------
@@ -341,7 +344,7 @@ def run_timing(
     set_threads(threads)
     prep = ensure_prepared(preset, cache, seed, quiet)
     data = load_prepared(prep)
-    cfg = TrainConfig.build(device=device, seed=seed, backend=backend, model=recommender)
+    cfg = TrainConfig.build(device=device, seed=seed, backend=backend, model=recommender, optimizer=optimizer)
     trainer = Trainer(data, cfg, None, progress=False)
     clock = Clock(trainer.device)
 
@@ -384,7 +387,8 @@ def run_timing(
         "batch_size": cfg.batch_size,
         "batches_per_epoch": -(-n_train // cfg.batch_size),
         "machine": machine_info(threads, trainer.device)
-        | {"implicit_threads": implicit_threads or threads, "backend": trainer.backend, "model": recommender},
+        | {"implicit_threads": implicit_threads or threads, "backend": trainer.backend, "model": recommender,
+           "optimizer": optimizer},
         "times": {name: {"median": med[name], "runs": times[name]} for name in times},
         "ratios": ratios(med),
         "skipped": skipped,

@@ -64,6 +64,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the recommender of our methods (default gmf)",
     )
     p.add_argument(
+        "--optimizer",
+        default="adam",
+        choices=["adam", "sgd"],
+        help="the recommender's update rule in timing (default adam; sgd: plain SGD, as implicit's BPR)",
+    )
+    p.add_argument(
         "--methods",
         default=",".join(METHODS),
         help=f"comma-separated subset of {', '.join(METHODS)}",
@@ -116,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
             implicit_threads=args.implicit_threads,
             backend=args.backend,
             recommender=args.model,
+            optimizer=args.optimizer,
         )
     print(format_header(result, preset))
     print(format_table(result))

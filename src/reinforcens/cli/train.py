@@ -29,6 +29,7 @@ TRAIN_FLAGS: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("--model", "model", str),
     ("--layers", "layers", int),
     ("--sampler-model", "sampler_model", str),
+    ("--optimizer", "optimizer", str),
     ("--epochs", "epochs", int),
     ("--pretrain-epochs", "pretrain_epochs", int),
     ("--patience", "patience", int),

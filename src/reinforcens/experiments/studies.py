@@ -123,7 +123,8 @@ class _Tuner:
         """The method's study (created, or loaded as a previous call left it), its stale trials queued."""
         size = grid_size(space)
         budget = self.trials if size is None else min(self.trials, size)
-        kind = "grid" if size is not None and budget == size else self.sampler
+        has_range = any(isinstance(v, Range) for v in space.values())
+        kind = "grid" if size is not None and budget == size and not has_range else self.sampler
         values = resolved_values(method, method_values(Method(method, method), self.base))
         for key in space:  # the space decides these
             values.pop(key, None)
@@ -132,7 +133,7 @@ class _Tuner:
             "method": method,
             "base": values,
             "space": {k: v.describe() if isinstance(v, Range) else v for k, v in space.items()},
-            "sampler": kind,
+            "sampler": self.sampler,  # as asked: the budget (which may turn it into the grid) is not part
             "seed": self.seed,
             "pruner": None if self.pruner is None else _pruner_ident(self.pruner),
             "data": self.fingerprint,
@@ -269,7 +270,7 @@ class _Tuner:
             if not batch:
                 return
             results = run_specs(
-                [t.spec for t in batch], self.data, jobs=min(self.jobs, len(batch)), progress=False,
+                [t.spec for t in batch], self.data, jobs=self._jobs(len(batch)), progress=False,
                 desc="tune", engine=self.engine, address=self.address,
             )
             for t in batch:
@@ -280,6 +281,12 @@ class _Tuner:
                     self._tell_pruned(t)
                 else:  # pragma: no cover - only the reporters stop runs
                     raise ConfigError(f"tune {t.search.method}: trial {t.number} stopped: {result['reason']}")
+
+    def _jobs(self, runs: int) -> int:
+        """The ``jobs`` of a call that runs ``runs`` runs: no more worker processes than runs on the
+        local engine; on Ray, the tune's ``jobs`` always (the first call sizes the local Ray it starts,
+        which the later calls share)."""
+        return self.jobs if self.engine == "ray" else min(self.jobs, runs)
 
     def _tell_pruned(self, t: _Trial) -> None:
         t.search.study.tell(t.number, state=TrialState.PRUNED)
@@ -326,8 +333,8 @@ class _Tuner:
             run_dir = str(self.runs_dir / pre_key / f"trial-seed{self.seed}")
             spec = RunSpec("uniform", "uniform", self.seed, values, run_dir)
         run_specs(
-            [spec], self.data, jobs=1, progress=self.progress, desc="pretrain", engine=self.engine,
-            address=self.address,
+            [spec], self.data, jobs=self._jobs(1), progress=self.progress, desc="pretrain",
+            engine=self.engine, address=self.address,
         )
         return spec, pre_key
 
@@ -496,7 +503,8 @@ class PruningReporter:
         trial = optuna.trial.Trial(self._study, self.trial_id)
         with _optuna_warnings_only():
             trial.report(float(scores["auc"]), epoch)
-            last = self.epochs is not None and epoch >= self.epochs  # nothing left to save
+            # a run that ends at this epoch (its last, or early stopped) has nothing left to save
+            last = bool(scores.get("final")) or (self.epochs is not None and epoch >= self.epochs)
             if not last and trial.should_prune():
                 trial.set_user_attr(PRUNED_ATTR, epoch)
                 raise TrialPrunedAt(self.study_name, self.number, epoch)

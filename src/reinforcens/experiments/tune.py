@@ -39,7 +39,7 @@ in the same call (its study finishes first), else a ``uniform`` run with the com
 Studies live in ``optuna.journal`` in the tune directory (an Optuna journal file:
 ``optuna.load_study(study_name=..., storage=JournalStorage(JournalFileBackend(path)))`` reads one; each
 study's user attribute ``search`` says what defines it); a study's name is the method and a hash of what
-defines its search (the base training values, the space, the effective sampler, the seed, the pruner,
+defines its search (the base training values, the space, the sampler asked for, the seed, the pruner,
 the data's fingerprint and, for learned samplers, the pretraining run), so a changed setting starts
 another study instead of mixing its trials with an old one; the budget is not part of it (a rerun with
 more ``trials`` continues the study; one with fewer selects from its first trials). The tune directory

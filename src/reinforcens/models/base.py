@@ -101,12 +101,13 @@ class Recommender(nn.Module):
         self.changed()
         return out
 
-    def make_optimizer(self, lr: float, backend: str | Ops):
+    def make_optimizer(self, lr: float, backend: str | Ops, optimizer: str = "adam"):
         """The optimizer that trains this model with BPR (``bpr_step``, ``state_dict``); ``backend``: a
-        backend's name or the run's :class:`~reinforcens.ops.Ops`."""
+        backend's name or the run's :class:`~reinforcens.ops.Ops`; ``optimizer``: the update rule,
+        ``"adam"`` or ``"sgd"`` (the config's ``optimizer``, see :mod:`reinforcens.optim`)."""
         from reinforcens.optim import AutogradOptimizer
 
-        return AutogradOptimizer(self, lr, ops=make_ops(backend))
+        return AutogradOptimizer(self, lr, ops=make_ops(backend), optimizer=optimizer)
 
     def regularised_rows(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The parameter rows the L2 term of a BPR step applies to (the embeddings looked up)."""

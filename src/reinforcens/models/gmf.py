@@ -83,10 +83,14 @@ class GMF(Recommender):
     def regularised_rows(self, users, items):
         return rows_of(self.user.weight, users), rows_of(self.item.weight, items)
 
-    def make_optimizer(self, lr: float, backend: str | Ops):
-        from reinforcens.optim import GMFOptimizer
+    def make_optimizer(self, lr: float, backend: str | Ops, optimizer: str = "adam"):
+        """The fused row-wise optimizer of ``optimizer``: ``"adam"``
+        (:class:`~reinforcens.optim.GMFOptimizer`) or ``"sgd"`` (:class:`~reinforcens.optim.SGDOptimizer`)."""
+        from reinforcens.optim import ROW_OPTIMIZERS
 
-        return GMFOptimizer(self, lr, backend=backend)
+        if optimizer not in ROW_OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(ROW_OPTIMIZERS)}, got {optimizer!r}")
+        return ROW_OPTIMIZERS[optimizer](self, lr, backend=backend)
 
 
 class MF(GMF):

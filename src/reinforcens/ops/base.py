@@ -14,7 +14,9 @@ The operations fall into four groups:
 * candidate scoring and choice over a model's effective tables (``Tables(user, item, h)``, scores
   ``h . (user[u] * item[i])``): DNS's best candidate and the learned samplers' softmax draw;
 * the fused steps on the state of a :class:`reinforcens.optim.GMFOptimizer` (row-wise Adam from
-  hand-computed gradients, the BPR step and the REINFORCE step; formulas in :mod:`reinforcens.optim`);
+  hand-computed gradients, the BPR step and the REINFORCE step) and of a
+  :class:`reinforcens.optim.SGDOptimizer` (plain SGD from hand-computed gradients and the BPR step);
+  formulas in :mod:`reinforcens.optim`;
 * list scoring for evaluation and the MMD reward of :func:`reinforcens.mmd.mmd_reward`.
 
 For a given backend and seed the results are reproducible bit for bit; the two backends compute the
@@ -33,7 +35,7 @@ import torch
 
 if TYPE_CHECKING:
     from reinforcens.models.base import Tables
-    from reinforcens.optim import GMFOptimizer
+    from reinforcens.optim import GMFOptimizer, SGDOptimizer
     from reinforcens.training_data import TrainingData
 
 
@@ -296,6 +298,27 @@ class Ops(ABC):
         neg_scores : torch.Tensor
             (B,) pre-step scores of the negatives.
         """
+
+    @abstractmethod
+    def sgd_step_rows(
+        self,
+        opt: SGDOptimizer,
+        users: torch.Tensor,
+        user_grads: torch.Tensor,
+        items: torch.Tensor,
+        item_grads: torch.Tensor,
+        h_grad: torch.Tensor | None,
+    ) -> None:
+        """One plain SGD step of ``opt`` from hand-computed gradients (counts one step): ``w_r <- w_r -
+        lr * g_r`` for each distinct row, ``g_r`` its summed gradients, and ``h <- h - lr * h_grad``.
+        Arguments as :meth:`step_rows`'s."""
+
+    @abstractmethod
+    def bpr_sgd_step(
+        self, opt: SGDOptimizer, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, l2: float
+    ) -> tuple[float | torch.Tensor, torch.Tensor]:
+        """One BPR step of ``opt``'s model with plain SGD: the loss and gradients of :meth:`bpr_step`,
+        then :meth:`sgd_step_rows`; returns what :meth:`bpr_step` returns."""
 
     @abstractmethod
     def reinforce_step(

@@ -10,6 +10,7 @@ backend's step on the concatenated batch (in rank order, i.e. in the order of th
 * :meth:`reinforce_step`: users, candidates, the draw (its log-softmax, choice and the rows it gathered)
   and the rewards;
 * :meth:`step_rows`: rows and their gradients (``h``'s gradient is summed);
+* :meth:`bpr_sgd_step` and :meth:`sgd_step_rows`: the same with plain SGD (``--optimizer sgd``);
 * :meth:`all_sum`: a sum over the ranks, e.g. of the statistics a learned sampler's baseline is the mean
   of.
 
@@ -97,6 +98,20 @@ class DistributedOps(Ops):
         if h_grad is not None:
             h_grad = self.parallel.all_sum(h_grad)
         self.inner.step_rows(opt, users, user_grads, items, item_grads, h_grad)
+
+    def sgd_step_rows(self, opt, users, user_grads, items, item_grads, h_grad):
+        k = opt.model.dim
+        (users, user_grads), _ = self.parallel.gather(users.reshape(-1), user_grads.reshape(-1, k))
+        (items, item_grads), _ = self.parallel.gather(items.reshape(-1), item_grads.reshape(-1, k))
+        if h_grad is not None:
+            h_grad = self.parallel.all_sum(h_grad)
+        self.inner.sgd_step_rows(opt, users, user_grads, items, item_grads, h_grad)
+
+    def bpr_sgd_step(self, opt, users, pos, neg, l2):
+        n = int(users.shape[0])
+        (users, pos, neg), start = self.parallel.gather(users, pos, neg)
+        loss, neg_scores = self.inner.bpr_sgd_step(opt, users, pos, neg, l2)
+        return loss, neg_scores[start : start + n]
 
     def bpr_step(self, opt: GMFOptimizer, users, pos, neg, l2):
         n = int(users.shape[0])

@@ -16,7 +16,7 @@ from reinforcens.mmd import mmd_reward
 from reinforcens.ops.base import Ops, SoftmaxChoice, check_rows
 
 if TYPE_CHECKING:
-    from reinforcens.optim import GMFOptimizer
+    from reinforcens.optim import GMFOptimizer, SGDOptimizer
 
 #: an empty hash table: no rejection draws
 NO_TABLE = np.full(0, -1, dtype=np.int64)
@@ -150,6 +150,39 @@ class NumbaOps(Ops):
             np_view(opt.h_moments[0]), np_view(opt.h_moments[1]),
             *opt.user.buffers(parts * b), *opt.item.buffers(parts * 2 * b), float(l2), opt.lr,
             opt.betas[0], opt.betas[1], opt.eps, bc1, bc2, np_view(neg_scores), parts,
+        )  # fmt: skip
+        return float(loss), neg_scores
+
+    def sgd_step_rows(self, opt: SGDOptimizer, users, user_grads, items, item_grads, h_grad):
+        # both tables are checked before either is written
+        check_rows(users, opt.model.n_users, "user")
+        check_rows(items, opt.model.n_items, "item")
+        opt._advance()
+        rowwise_sgd = kernels.rowwise_sgd.kernel  # checked above
+        k = opt.model.dim
+        for state, rows, grads in ((opt.user, users, user_grads), (opt.item, items, item_grads)):
+            r = np_view(rows.reshape(-1).contiguous())
+            g = np_view(grads.detach().reshape(-1, k).contiguous())
+            rowwise_sgd(r, g, np_view(state.weight), *state.buffers(r.shape[0]), opt.lr)
+        if h_grad is not None and opt.model.trains_h:
+            with torch.no_grad():
+                opt.model.h.add_(h_grad.detach(), alpha=-opt.lr)
+
+    def bpr_sgd_step(self, opt: SGDOptimizer, users, pos, neg, l2):
+        """Gradients and the SGD update in one compiled pass (:func:`reinforcens.kernels.bpr_sgd_step`)."""
+        model = opt.model
+        check_rows(users, model.n_users, "user")
+        check_rows(pos, model.n_items, "positive item")
+        check_rows(neg, model.n_items, "negative item")
+        bpr_sgd_step = kernels.bpr_sgd_step.kernel
+        opt._advance()
+        neg_scores = torch.empty(users.shape[0], dtype=model.h.dtype)
+        b, parts = users.shape[0], kernel_parts()
+        loss = bpr_sgd_step(
+            np_view(users.contiguous()), np_view(pos.contiguous()), np_view(neg.contiguous()),
+            np_view(opt.user.weight), np_view(opt.item.weight), np_view(opt.h_target()),
+            *opt.user.buffers(parts * b), *opt.item.buffers(parts * 2 * b), float(l2), opt.lr,
+            np_view(neg_scores), parts,
         )  # fmt: skip
         return float(loss), neg_scores
 

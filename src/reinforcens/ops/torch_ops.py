@@ -16,7 +16,7 @@ from reinforcens.ops.base import Ops, SoftmaxChoice
 
 if TYPE_CHECKING:
     from reinforcens.models.base import Tables
-    from reinforcens.optim import GMFOptimizer
+    from reinforcens.optim import GMFOptimizer, SGDOptimizer
 
 #: upper bound (exclusive) of the integer draws reduced modulo the number of allowed items
 DRAW_RANGE = 1 << 62
@@ -143,6 +143,26 @@ class TorchOps(Ops):
             q = model.item.weight.index_select(0, items)
             loss, grad_pu, grad_q, grad_h, neg_scores = bpr_with_grads(pu, q, model.h, l2)
             self.step_rows(opt, users, grad_pu, items, grad_q, grad_h)
+        return loss, neg_scores
+
+    def sgd_step_rows(self, opt: SGDOptimizer, users, user_grads, items, item_grads, h_grad):
+        """Repeated rows' gradients are summed (:meth:`reinforcens.optim.RowwiseSGD.step`), then the rows
+        are gathered, moved by ``-lr`` times their gradient and written back."""
+        opt._advance()
+        with torch.no_grad():
+            opt.user.step(users, user_grads, opt.lr)
+            opt.item.step(items, item_grads, opt.lr)
+            if h_grad is not None and opt.model.trains_h:
+                opt.model.h.data.add_(h_grad, alpha=-opt.lr)
+
+    def bpr_sgd_step(self, opt: SGDOptimizer, users, pos, neg, l2):
+        model = opt.model
+        with torch.no_grad():
+            items = torch.cat([pos, neg])
+            pu = model.user.weight.index_select(0, users)
+            q = model.item.weight.index_select(0, items)
+            loss, grad_pu, grad_q, grad_h, neg_scores = bpr_with_grads(pu, q, model.h, l2)
+            self.sgd_step_rows(opt, users, grad_pu, items, grad_q, grad_h)
         return loss, neg_scores
 
     def reinforce_step(self, opt: GMFOptimizer, users, cands, drawn, rewards, l2, temperature):
