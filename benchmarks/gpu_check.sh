@@ -4,13 +4,17 @@
 #   OUT=/some/dir bash benchmarks/gpu_check.sh
 #
 # 1. the trainer and sampler-contract tests (CPU, as in CI) - they must pass on that machine too;
-# 2. every sampler trains 2 epochs end to end on the simulator's `tiny` preset with --device cuda;
-# 3. `reinforcens bench --preset zhihu --device cuda --repeats 3` -> $OUT/bench_gpu.json
+# 2. every sampler with every model (gmf, mf, lightgcn) trains 2 epochs end to end on the simulator's
+#    `tiny` preset with --device cuda;
+# 3. `reinforcens bench --preset small --device cuda --repeats 3 --methods bpr,dns,rns30,eval_lists
+#    --model M` for each model M -> $OUT/bench_gpu_small_M.json;
+# 4. `reinforcens bench --preset zhihu --device cuda --repeats 3` (GMF) -> $OUT/bench_gpu.json
 #    (implicit's BPR runs on the CPU in the same run, for the ratios).
 #
 # The zhihu preset is generated and prepared on first use (about 3 minutes of the budget). Its cache is
 # runs/bench-cache (git-ignored); carrying runs/bench-cache/zhihu-seed0/sim (41 MB) to the machine skips
-# the simulation step. Each step has its own time limit (100 s, 75 s, 300 s); a step that fails or times
+# the simulation step. Each step has its own time limit (100 s, 100 s, 3 x 70 s, 240 s: about eleven
+# minutes in all, of which the zhihu simulation is three unless carried); a step that fails or times
 # out is reported and the next one still runs. Needs torch with CUDA and the package's dependencies in
 # the chosen interpreter; implicit is optional (its column is skipped without it).
 set -u
@@ -39,8 +43,8 @@ timeout 100 "$PY" -m pytest tests/test_train.py tests/test_sampler_contract.py -
     >"$OUT/tests.log" 2>&1
 rc=$?; tail -3 "$OUT/tests.log" | tee -a "$OUT/gpu_check.log"; log "tests exit $rc"; [ $rc -eq 0 ] || status=1
 
-log "2/3 every sampler, 2 epochs on tiny, --device cuda"
-timeout 75 "$PY" - "$OUT" >"$OUT/cuda_smoke.log" 2>&1 <<'EOF'
+log "2/4 every sampler x every model, 2 epochs on tiny, --device cuda"
+timeout 100 "$PY" - "$OUT" >"$OUT/cuda_smoke.log" 2>&1 <<'EOF'
 import json, math, sys, tempfile
 from pathlib import Path
 
@@ -57,19 +61,31 @@ data = prepare(read_log(tmp / "sim" / "log.parquet", "table"), min_sessions=4, l
 save_prepared(data, tmp / "prep", extra_files={"ground_truth.npz": tmp / "sim" / "ground_truth.npz"})
 data = load_prepared(tmp / "prep")
 out = {}
-for name in sorted(SAMPLERS):
-    cfg = TrainConfig.build(sampler=name, device="cuda", epochs=2, pretrain_epochs=2, batch_size=512)
-    m = Trainer(data, cfg, None, progress=False).fit()
-    out[name] = {k: m[k] for k in ("valid.auc", "test.auc", "test.true_auc")}
-    ok = all(0.0 <= v <= 1.0 and math.isfinite(v) for v in out[name].values())
-    print(name, out[name], "ok" if ok else "BAD", flush=True)
-    assert ok, name
+for model in ("gmf", "mf", "lightgcn"):
+    for name in sorted(SAMPLERS):
+        cfg = TrainConfig.build(
+            sampler=name, model=model, device="cuda", epochs=2, pretrain_epochs=2, batch_size=512
+        )
+        m = Trainer(data, cfg, None, progress=False).fit()
+        key = f"{model}/{name}"
+        out[key] = {k: m[k] for k in ("valid.auc", "test.auc", "test.true_auc")}
+        ok = all(0.0 <= v <= 1.0 and math.isfinite(v) for v in out[key].values())
+        print(key, out[key], "ok" if ok else "BAD", flush=True)
+        assert ok, key
 Path(sys.argv[1], "cuda_smoke.json").write_text(json.dumps(out, indent=2))
 EOF
-rc=$?; cat "$OUT/cuda_smoke.log" | tail -12 | tee -a "$OUT/gpu_check.log"; log "cuda smoke exit $rc"; [ $rc -eq 0 ] || status=1
+rc=$?; cat "$OUT/cuda_smoke.log" | tail -30 | tee -a "$OUT/gpu_check.log"; log "cuda smoke exit $rc"; [ $rc -eq 0 ] || status=1
 
-log "3/3 bench --preset zhihu --device cuda --repeats 3"
-timeout 300 "$PY" -m reinforcens bench --preset zhihu --device cuda --repeats 3 --cache "$CACHE" \
+for model in gmf mf lightgcn; do
+    log "3/4 bench --preset small --device cuda --model $model"
+    timeout 70 "$PY" -m reinforcens bench --preset small --device cuda --repeats 3 --model "$model" \
+        --methods bpr,dns,rns30,eval_lists --cache "$CACHE" --out "$OUT/bench_gpu_small_$model.json" 2>&1 \
+        | tee "$OUT/bench_small_$model.log" | grep -v "^run " | tee -a "$OUT/gpu_check.log"
+    rc=${PIPESTATUS[0]}; log "bench small $model exit $rc"; [ $rc -eq 0 ] || status=1
+done
+
+log "4/4 bench --preset zhihu --device cuda --repeats 3"
+timeout 240 "$PY" -m reinforcens bench --preset zhihu --device cuda --repeats 3 --cache "$CACHE" \
     --out "$OUT/bench_gpu.json" 2>&1 | tee "$OUT/bench.log" | grep -v "^run " | tee -a "$OUT/gpu_check.log"
 rc=${PIPESTATUS[0]}; log "bench exit $rc"; [ $rc -eq 0 ] || status=1
 
