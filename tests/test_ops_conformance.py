@@ -232,6 +232,53 @@ def test_best_candidate_is_the_first_argmax_of_brute_force_scores(backend):
     assert 5 not in got.squeeze(1).tolist()
 
 
+@pytest.mark.parametrize("n", [1, 3, 9])
+def test_top_n_choice_is_among_the_n_best_of_brute_force_scores(backend, n):
+    """The chosen position ranks below ``n`` by brute-force score (ties by position, the earlier
+    first); ``n = 1`` is :meth:`best_candidate`'s pick, ``n = 9`` (all) any position."""
+    ops = backend[0]
+    tables = _tables(seed=4)
+    rng = np.random.default_rng(4)
+    users = torch.from_numpy(rng.integers(0, 9, 300))
+    cands = torch.from_numpy(rng.integers(0, 40, (300, 9)))
+    cands[:, 5] = cands[:, 2]  # a repeated candidate: position 2 ranks before position 5
+    got = ops.top_n_choice(tables, users, cands, n, _gen())
+    assert got.shape == (300, 1) and got.dtype == torch.int64
+    scores = _brute_scores(tables, users, cands)
+    ranks = [sorted(range(9), key=lambda c, s=s: (-s[c], c)) for s in scores]
+    gaps = [min(np.diff(sorted(set(s)))) for s in scores]
+    clear = [g > 1e-4 for g in gaps]  # rows without a float32 near tie
+    assert sum(clear) > 250
+    for row, ok in enumerate(clear):
+        if ok:
+            assert ranks[row].index(int(got[row])) < n, row
+    if n == 1:
+        best = ops.best_candidate(tables, users, cands)
+        assert [a for a, ok in zip(got.squeeze(1).tolist(), clear, strict=True) if ok] == [
+            b for b, ok in zip(best.squeeze(1).tolist(), clear, strict=True) if ok
+        ]
+    assert torch.equal(got, ops.top_n_choice(tables, users, cands, n, _gen()))  # reproducible
+
+
+@pytest.mark.parametrize("n", [2, 5, 6])
+def test_top_n_choice_is_uniform_over_the_n_best(backend, n):
+    ops = backend[0]
+    tables = _tables(seed=5)
+    rows = 30000
+    users = torch.zeros(rows, dtype=torch.int64)
+    cands = torch.arange(6).repeat(rows, 1)
+    got = ops.top_n_choice(tables, users, cands, n, _gen()).squeeze(1).numpy()
+    scores = _brute_scores(tables, users[:1], cands[:1])[0]
+    best = sorted(range(6), key=lambda c: -scores[c])[:n]
+    counts = np.bincount(got, minlength=6)
+    assert counts[best].sum() == rows
+    assert stats.chisquare(counts[best]).pvalue > 1e-3, counts
+    with pytest.raises(ValueError, match="top_n_choice"):
+        ops.top_n_choice(tables, users, cands, 7, _gen())
+    with pytest.raises(ValueError, match="top_n_choice"):
+        ops.top_n_choice(tables, users, cands, 0, _gen())
+
+
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
 def test_softmax_choice_follows_the_softmax(backend, temperature):
     ops = backend[0]

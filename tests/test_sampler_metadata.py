@@ -47,6 +47,8 @@ def test_labels_of_the_paper():
         "ebpr": "EBPR",
         "rns": "RNS",
         "rns-es": "RNS-ES",
+        "dns-mn": "DNS(M,N)",
+        "softmax": "Softmax(rho,N)",
     }
     assert {n: method_label(n) for n in SAMPLERS} == expected
     assert {n: display_name(n) for n in SAMPLERS} == expected
@@ -111,6 +113,7 @@ def test_defining_options_of_today():
         "kbgan": ("alpha", "beta", "exposed_candidates", "hardness"),
         "irgan": ("alpha", "beta", "exposed_candidates", "hardness"),
         "rns-es": ("hardness",),
+        "softmax": ("rho",),
     }
 
 

@@ -653,6 +653,34 @@ def best_candidate(users, cands, user_w, item_w, h):
     return out
 
 
+@njit(parallel=True, fastmath=_FM, **_JIT)
+def top_n_choice(users, cands, user_w, item_w, h, n_top, seed):
+    """Index of one candidate per row drawn uniformly among its ``n_top`` highest-scored (DNS(M, N)).
+
+    The scores ``h . (p_u * q_c)`` of a row are ranked by a stable sort, highest first, so equal scores
+    rank by position (the earlier first); the drawn rank is ``_below(seed, b, n_top)`` (counter ``b``, the
+    row), so the result depends on the seed alone. Rows run in parallel.
+    """
+    b_count, n = cands.shape
+    k_dim = h.shape[0]
+    out = np.empty(b_count, np.int64)
+    for b in prange(b_count):
+        u = users[b]
+        ph = np.empty(k_dim, np.float32)
+        for k in range(k_dim):
+            ph[k] = user_w[u, k] * h[k]
+        neg = np.empty(n, np.float32)  # minus the scores: an ascending stable sort ranks them
+        for c in range(n):
+            item = cands[b, c]
+            z = np.float32(0.0)
+            for k in range(k_dim):
+                z += ph[k] * item_w[item, k]
+            neg[c] = -z
+        order = np.argsort(neg, kind="mergesort")
+        out[b] = order[_below(seed, b, n_top)]
+    return out
+
+
 # ------------------------------------------------------------------------------------------- MMD
 @njit(fastmath=_FM, **_JIT)
 def mmd_reduce(dots, sq_x, sq_g, m, coef, cs, out):
@@ -813,6 +841,15 @@ def _check_segments(users, indptr, *per_user) -> None:
 
 score_lists = _checked(score_lists, lambda u, i, uw, iw, h: _check_gmf(u, i, uw, iw, h))
 best_candidate = _checked(best_candidate, lambda u, c, uw, iw, h: _check_gmf(u, c, uw, iw, h))
+
+
+def _check_top_n(users, cands, user_w, item_w, h, n_top, seed) -> None:
+    _check_gmf(users, cands, user_w, item_w, h)
+    if not 1 <= n_top <= cands.shape[1]:
+        raise IndexError(f"n_top: {n_top} of {cands.shape[1]} candidates")
+
+
+top_n_choice = _checked(top_n_choice, _check_top_n)
 
 
 def _check_choose(users, cands, user_w, item_w, h, inv_temp, seed) -> None:

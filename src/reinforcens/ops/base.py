@@ -12,7 +12,8 @@ The operations fall into four groups:
   exposed-unclicked items; candidate sets of the learned samplers with exposed slots and flags;
   membership in the clicked and exposed sets);
 * candidate scoring and choice over a model's effective tables (``Tables(user, item, h)``, scores
-  ``h . (user[u] * item[i])``): DNS's best candidate and the learned samplers' softmax draw;
+  ``h . (user[u] * item[i])``): DNS's best candidate, DNS(M, N)'s uniform draw among the top ``n``
+  and the learned samplers' softmax draw;
 * the fused steps on the state of a :class:`reinforcens.optim.GMFOptimizer` (row-wise Adam from
   hand-computed gradients, the BPR step and the REINFORCE step) and of a
   :class:`reinforcens.optim.SGDOptimizer` (plain SGD from hand-computed gradients and the BPR step);
@@ -205,6 +206,36 @@ class Ops(ABC):
             (B,) int64.
         cands
             (B, N) int64 items.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, 1) int64 positions in ``[0, N)``.
+        """
+
+    @abstractmethod
+    def top_n_choice(
+        self, tables: Tables, users: torch.Tensor, cands: torch.Tensor, n: int, generator: torch.Generator
+    ) -> torch.Tensor:
+        """Position of one candidate per row drawn uniformly among the row's ``n`` highest-scored
+        (DNS(M, N) of :mod:`reinforcens.samplers.dns_mn`; ``n = 1``: :meth:`best_candidate`'s argmax).
+
+        Candidates are ranked by ``score(u, c) = h . (user[u] * item[c])``, highest first; equal scores
+        are ranked by position in the row, the earlier first (a repeated candidate counts once per
+        position). Then one rank in ``[0, n)`` is drawn uniformly per row.
+
+        Parameters
+        ----------
+        tables
+            A model's effective tables.
+        users
+            (B,) int64.
+        cands
+            (B, N) int64 items.
+        n
+            How many of the best-scored candidates the draw is among, ``1 <= n <= N``.
+        generator
+            The random stream.
 
         Returns
         -------

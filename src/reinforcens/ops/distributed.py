@@ -81,6 +81,9 @@ class DistributedOps(Ops):
     def best_candidate(self, tables: Tables, users: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
         return self.inner.best_candidate(tables, users, cands)
 
+    def top_n_choice(self, tables, users, cands, n, generator):
+        return self.inner.top_n_choice(tables, users, cands, n, generator)
+
     def softmax_choice(self, tables, users, cands, temperature, generator):
         return self.inner.softmax_choice(tables, users, cands, temperature, generator)
 

@@ -97,6 +97,16 @@ class NumbaOps(Ops):
         )  # fmt: skip
         return torch.from_numpy(best).unsqueeze(1)
 
+    def top_n_choice(self, tables, users, cands, n, generator):
+        """One compiled pass (:func:`reinforcens.kernels.top_n_choice`)."""
+        if not 1 <= n <= cands.shape[1]:
+            raise ValueError(f"top_n_choice: n = {n} is not in [1, {cands.shape[1]}]")
+        pick = kernels.top_n_choice(
+            np_view(users.contiguous()), np_view(cands.contiguous()), np_view(tables.user),
+            np_view(tables.item), np_view(tables.h), int(n), draw_seed(generator),
+        )  # fmt: skip
+        return torch.from_numpy(pick).unsqueeze(1)
+
     def softmax_choice(self, tables, users, cands, temperature, generator):
         """An inverse-CDF draw from the softmax (:func:`reinforcens.kernels.score_and_choose`)."""
         log_p, choice = kernels.score_and_choose(

@@ -103,6 +103,17 @@ class TorchOps(Ops):
         return candidate_scores(tables, users, cands)[0].argmax(dim=1, keepdim=True)
 
     @torch.no_grad()
+    def top_n_choice(self, tables, users, cands, n, generator):
+        """A stable descending sort of the scores (ties: the earlier position first), then a uniform
+        rank in ``[0, n)`` per row from ``torch.randint``."""
+        if not 1 <= n <= cands.shape[1]:
+            raise ValueError(f"top_n_choice: n = {n} is not in [1, {cands.shape[1]}]")
+        scores = candidate_scores(tables, users, cands)[0]
+        order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+        rank = torch.randint(0, n, (users.numel(), 1), device=cands.device, generator=generator)
+        return order.gather(1, rank)
+
+    @torch.no_grad()
     def softmax_choice(self, tables, users, cands, temperature, generator):
         """Gumbel-max: ``argmax(log p + G)``, ``G = -log(-log U)`` with ``U ~ U(0, 1)``."""
         logits, pu, q = candidate_scores(tables, users, cands)

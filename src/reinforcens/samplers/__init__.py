@@ -20,7 +20,9 @@ from reinforcens.samplers.base import (
     SamplerConfig,
     SamplerContext,
 )
+from reinforcens.samplers.dns_mn import DNSMNSampler
 from reinforcens.samplers.irgan import IRGANSampler
+from reinforcens.samplers.softmax import SoftmaxSampler
 from reinforcens.samplers.static import (
     DNSSampler,
     EBPRSampler,
@@ -40,6 +42,8 @@ SAMPLERS: dict[str, type[NegativeSampler]] = {
     "irgan": IRGANSampler,
     "rns": RNSSampler,
     "rns-es": RNSESSampler,
+    "dns-mn": DNSMNSampler,
+    "softmax": SoftmaxSampler,
 }
 #: alias -> registry name, from each sampler's :attr:`~NegativeSampler.aliases`
 ALIASES: dict[str, str] = {alias: name for name, cls in SAMPLERS.items() for alias in cls.aliases}
