@@ -147,12 +147,8 @@ class TorchOps(Ops):
                 _step_h(opt, h_grad, bc1, bc2)
 
     def bpr_step(self, opt: GMFOptimizer, users, pos, neg, l2):
-        model = opt.model
         with torch.no_grad():
-            items = torch.cat([pos, neg])
-            pu = model.user.weight.index_select(0, users)
-            q = model.item.weight.index_select(0, items)
-            loss, grad_pu, grad_q, grad_h, neg_scores = bpr_with_grads(pu, q, model.h, l2)
+            loss, items, grad_pu, grad_q, grad_h, neg_scores = _bpr_grads(opt.model, users, pos, neg, l2)
             self.step_rows(opt, users, grad_pu, items, grad_q, grad_h)
         return loss, neg_scores
 
@@ -167,12 +163,8 @@ class TorchOps(Ops):
                 opt.model.h.data.add_(h_grad, alpha=-opt.lr)
 
     def bpr_sgd_step(self, opt: SGDOptimizer, users, pos, neg, l2):
-        model = opt.model
         with torch.no_grad():
-            items = torch.cat([pos, neg])
-            pu = model.user.weight.index_select(0, users)
-            q = model.item.weight.index_select(0, items)
-            loss, grad_pu, grad_q, grad_h, neg_scores = bpr_with_grads(pu, q, model.h, l2)
+            loss, items, grad_pu, grad_q, grad_h, neg_scores = _bpr_grads(opt.model, users, pos, neg, l2)
             self.sgd_step_rows(opt, users, grad_pu, items, grad_q, grad_h)
         return loss, neg_scores
 
@@ -202,6 +194,17 @@ class TorchOps(Ops):
     # ------------------------------------------------------------------ rewards
     def mmd_reward(self, generated: torch.Tensor, exposed: torch.Tensor, bandwidths: Sequence[float]):
         return mmd_reward(generated, exposed, bandwidths, compiled=False)
+
+
+def _bpr_grads(model, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, l2: float):
+    """The BPR loss and gradients of a batch (:func:`reinforcens.losses.bpr_with_grads`) from the
+    model's rows: ``(loss, items, grad_pu, grad_q, grad_h, neg_scores)``, ``items`` the positives then
+    the negatives (the rows ``grad_q`` is of)."""
+    items = torch.cat([pos, neg])
+    pu = model.user.weight.index_select(0, users)
+    q = model.item.weight.index_select(0, items)
+    loss, grad_pu, grad_q, grad_h, neg_scores = bpr_with_grads(pu, q, model.h, l2)
+    return loss, items, grad_pu, grad_q, grad_h, neg_scores
 
 
 def _step_h(opt: GMFOptimizer, grad: torch.Tensor, bc1: float, bc2: float) -> None:
