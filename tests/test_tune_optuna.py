@@ -305,3 +305,16 @@ def test_pruning_reporter_pickles_reports_and_spares_the_last_epoch(tmp_path):
     assert (exc.study_name, exc.number, exc.epoch) == ("s", 1, 2) and "pruned at epoch 2" in str(exc)
     frozen = study.get_trials()[1]
     assert frozen.intermediate_values == {3: 0.6, 1: 0.6, 2: 0.5} and frozen.user_attrs[PRUNED_ATTR] == 2
+
+
+def test_a_tune_on_ray_asks_its_jobs_of_every_call(tmp_path):
+    """The first call of a tune sizes the local Ray it starts (which later calls share): every call
+    asks for the tune's --jobs on Ray, not its batch's size (once 1, for the pretraining run); the
+    local engine starts no more worker processes than runs."""
+    def tuner(engine: str) -> _Tuner:
+        return _Tuner(
+            "unused", tmp_path, tmp_path / JOURNAL, 0, {}, 4, "tpe", None, "fp", 4, False, engine, None
+        )
+
+    assert [tuner("ray")._jobs(n) for n in (1, 2, 8)] == [4, 4, 4]
+    assert [tuner("local")._jobs(n) for n in (1, 2, 8)] == [1, 2, 4]
