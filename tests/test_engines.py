@@ -106,7 +106,7 @@ def test_compare_on_ray_writes_the_local_summary(local_compared, ray_compared):
     names = {p.relative_to(ray_compared) for p in ray_compared.glob("runs/*/seed*")}
     assert names == {p.relative_to(local_compared) for p in local_compared.glob("runs/*/seed*")}
     # results.csv: the same rows but for the times and the run directories' location
-    drop = ["seconds", "run_dir"]
+    drop = [*TIMING, "run_dir"]
     rows = [pd.read_csv(out / "results.csv").drop(columns=drop) for out in (local_compared, ray_compared)]
     pd.testing.assert_frame_equal(rows[1], rows[0], check_exact=True)
 

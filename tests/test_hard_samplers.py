@@ -169,6 +169,22 @@ def test_softmax_large_rho_picks_the_argmax_and_small_rho_is_uniform(prepared, b
     assert stats.chisquare(counts).pvalue > 1e-3, counts
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_softmax_draws_uniformly_when_every_loss_is_equal(prepared, backend, monkeypatch):
+    """Var(Z) = 0 (a model scoring every item 0): no temperature, every candidate equally likely."""
+    td = TrainingData.from_prepared(prepared, backend=backend)
+    m = _model(td)
+    with torch.no_grad():
+        m.item.weight.zero_()
+    fixed = torch.arange(5)
+    monkeypatch.setattr(td, "sample_uniform", lambda users, n, gen, **kw: fixed.repeat(users.numel(), 1))
+    rows = 20000
+    neg = _sampler("softmax", td, {"n_candidates": 5}).sample(torch.zeros(rows, dtype=torch.long),
+                                                             torch.full((rows,), 7), m)  # fmt: skip
+    counts = np.bincount(neg.items.numpy(), minlength=5)
+    assert stats.chisquare(counts).pvalue > 1e-3, counts
+
+
 def test_softmax_rows_with_equal_losses_are_uniform():
     from reinforcens.samplers.softmax import softmax_weights
 

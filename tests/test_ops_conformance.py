@@ -516,3 +516,68 @@ def test_mmd_reward_equals_the_definition(backend, scale, bandwidths):
     assert torch.equal(
         ops.mmd_reward(torch.from_numpy(gen), torch.from_numpy(exp[:0]), bandwidths), torch.zeros(30)
     )
+
+
+# ------------------------------------------------------------------------------------------ SRNS
+@pytest.mark.parametrize(("t_count", "weight"), [(0, 2.0), (1, 2.0), (5, 0.0), (5, 2.0)])
+def test_variance_choice_is_the_argmax_of_the_criterion(backend, t_count, weight):
+    """``sigmoid(z_c - z_pos) + weight * std_t sigmoid(y_ct - x_t)`` by numpy in float64 (population
+    standard deviation; none without history); a repeated candidate with the same history loses to its
+    first position."""
+    ops = backend[0]
+    tables = _tables(seed=6)
+    rng = np.random.default_rng(6)
+    b, n = 400, 7
+    users = torch.from_numpy(rng.integers(0, 9, b))
+    positives = torch.from_numpy(rng.integers(0, 40, b))
+    cands = torch.from_numpy(rng.integers(0, 40, (b, n)))
+    cand_hist = torch.from_numpy(rng.normal(0, 2, (b, n, t_count)).astype(np.float32))
+    pos_hist = torch.from_numpy(rng.normal(0, 2, (b, t_count)).astype(np.float32))
+    cands[:, 5] = cands[:, 2]
+    cand_hist[:, 5] = cand_hist[:, 2]
+    got = ops.variance_choice(tables, users, positives, cands, cand_hist, pos_hist, weight)
+    assert got.shape == (b, 1) and got.dtype == torch.int64
+    z = np.array(_brute_scores(tables, users, cands))
+    zp = np.array(_brute_scores(tables, users, positives.unsqueeze(1)))
+    crit = 1.0 / (1.0 + np.exp(zp - z))
+    if t_count:
+        past = 1.0 / (1.0 + np.exp(pos_hist.double().numpy()[:, None, :] - cand_hist.double().numpy()))
+        crit = crit + weight * past.std(axis=2)
+    srt = [sorted(set(row)) for row in crit.tolist()]
+    clear = np.array([len(r) > 1 and r[-1] - r[-2] > 1e-5 for r in srt])
+    assert clear.sum() > 350
+    assert (got.squeeze(1).numpy()[clear] == crit[clear].argmax(1)).all()
+    assert 5 not in got.squeeze(1).tolist()
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_softmax_subset_draws_without_replacement_by_the_softmax(backend, temperature):
+    """``k = 1``: a draw from ``softmax(z / T)``; ``k = 2`` of 4: the ordered pairs of successive
+    sampling, ``p_a * p_b / (1 - p_a)`` (chi-square, which also rejects uniform pairs); ``k = N``: a
+    permutation; reproducible under a seed."""
+    ops = backend[0]
+    tables = _tables(seed=7)
+    rows = 30000
+    users = torch.zeros(rows, dtype=torch.int64)
+    cands = torch.arange(4).repeat(rows, 1)
+    z = np.array(_brute_scores(tables, users[:1], cands[:1])[0]) / temperature
+    p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    one = ops.softmax_subset(tables, users, cands, 1, temperature, _gen())
+    assert one.shape == (rows, 1) and one.dtype == torch.int64
+    assert stats.chisquare(np.bincount(one.squeeze(1).numpy(), minlength=4), p * rows).pvalue > 1e-4
+    two = ops.softmax_subset(tables, users, cands, 2, temperature, _gen(1))
+    assert bool((two[:, 0] != two[:, 1]).all())
+    pairs = [(a, b) for a in range(4) for b in range(4) if a != b]
+    want = np.array([p[a] * p[b] / (1.0 - p[a]) for a, b in pairs])
+    codes = (two[:, 0] * 4 + two[:, 1]).numpy()
+    counts = np.array([(codes == a * 4 + b).sum() for a, b in pairs])
+    assert counts.sum() == rows
+    assert stats.chisquare(counts, want * rows).pvalue > 1e-4
+    assert stats.chisquare(counts).pvalue < 1e-6
+    every = ops.softmax_subset(tables, users[:50], cands[:50], 4, temperature, _gen(2))
+    assert all(sorted(r) == [0, 1, 2, 3] for r in every.tolist())
+    assert torch.equal(two, ops.softmax_subset(tables, users, cands, 2, temperature, _gen(1)))
+    with pytest.raises(ValueError, match="softmax_subset"):
+        ops.softmax_subset(tables, users, cands, 5, temperature, _gen())
+    with pytest.raises(ValueError, match="softmax_subset"):
+        ops.softmax_subset(tables, users, cands, 0, temperature, _gen())

@@ -31,6 +31,22 @@ def test_every_sampler_has_a_label(name):
     assert "{" not in method_label(name)
 
 
+def test_train_help_lists_every_sampler_on_one_line_of_its_own(capsys):
+    """``reinforcens train --help`` names each sampler with its one-line summary, none inherited."""
+    from reinforcens.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    rows = text.split("samplers (--sampler):\n", 1)[1].splitlines()
+    listed = {line.split()[0]: " ".join(line.split()[1:]) for line in rows if line.strip()}
+    assert set(listed) == set(SAMPLERS)
+    summaries = [SAMPLERS[n].summary for n in NAMES]
+    assert all(s.strip() and "\n" not in s for s in summaries)
+    assert len(set(summaries)) == len(summaries), "a subclass inherits its parent's summary"
+    assert all(listed[n] == " ".join(SAMPLERS[n].summary.split()) for n in NAMES)
+
+
 def test_labels_are_distinct_so_no_subclass_inherits_its_parents():
     labels = [SAMPLERS[n].label for n in NAMES]
     assert len(set(labels)) == len(labels), labels
@@ -49,6 +65,10 @@ def test_labels_of_the_paper():
         "rns-es": "RNS-ES",
         "dns-mn": "DNS(M,N)",
         "softmax": "Softmax(rho,N)",
+        "srns": "SRNS",
+        "ahns": "AHNS",
+        "mixgcf": "MixGCF",
+        "recns": "RecNS",
     }
     assert {n: method_label(n) for n in SAMPLERS} == expected
     assert {n: display_name(n) for n in SAMPLERS} == expected
@@ -114,6 +134,8 @@ def test_defining_options_of_today():
         "irgan": ("alpha", "beta", "exposed_candidates", "hardness"),
         "rns-es": ("hardness",),
         "softmax": ("rho",),
+        "srns": ("alpha", "temperature"),
+        "ahns": ("alpha", "beta", "p"),
     }
 
 

@@ -318,3 +318,22 @@ def test_a_tune_on_ray_asks_its_jobs_of_every_call(tmp_path):
 
     assert [tuner("ray")._jobs(n) for n in (1, 2, 8)] == [4, 4, 4]
     assert [tuner("local")._jobs(n) for n in (1, 2, 8)] == [1, 2, 4]
+
+
+def test_integer_sampler_options_get_integer_ranges_and_grid_values():
+    """Every sampler option declared ``int`` (read here from the configs' annotations) is searched in
+    whole numbers: a float there fails the sampler's validation (AHNS's ``p``, RecNS's ``n_negs``)."""
+    from reinforcens.samplers import SAMPLERS
+
+    declared = {
+        key
+        for cls in SAMPLERS.values()
+        for key, field in cls.Config.model_fields.items()
+        if field.annotation is int
+    }
+    assert {"p", "n_negs", "top_m", "n_candidates"} <= declared
+    for key in sorted(declared & {"p", "n_negs", "top_m", "memory_size"}):
+        lo, hi = (-4, -1) if key == "p" else (2, 9)
+        assert parse_ranges([f"{key}={lo}:{hi}"])[key] == Range(lo, hi, False, True), key
+        assert parse_grid_overrides([f"{key}={lo},{hi}"])[key] == [lo, hi], key
+        assert all(type(v) is int for v in parse_grid_overrides([f"{key}={lo},{hi}"])[key]), key

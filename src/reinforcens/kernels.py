@@ -681,6 +681,153 @@ def top_n_choice(users, cands, user_w, item_w, h, n_top, seed):
     return out
 
 
+@njit(parallel=True, fastmath=_FM, **_JIT)
+def loss_softmax_choice(users, positives, cands, user_w, item_w, h, rho, seed):
+    """Index of one candidate per row drawn with Softmax(rho, N)'s weights ``softmax(Z / tau)``,
+    ``Z_c = softplus(s_c - s_pos)``, ``tau = sqrt(Var(Z) / (2 rho))`` (unbiased variance; uniform if
+    every ``Z`` is equal). Scores in float32 as the other kernels, the weights in float64; the draw
+    inverts the distribution function at ``_unit(seed, b)``. Rows run in parallel.
+    """
+    b_count, n = cands.shape
+    k_dim = h.shape[0]
+    out = np.empty(b_count, np.int64)
+    for b in prange(b_count):
+        u = users[b]
+        ph = np.empty(k_dim, np.float32)
+        for k in range(k_dim):
+            ph[k] = user_w[u, k] * h[k]
+        x = np.float32(0.0)
+        i = positives[b]
+        for k in range(k_dim):
+            x += ph[k] * item_w[i, k]
+        z = np.empty(n, np.float64)
+        mean = 0.0
+        top = -np.inf
+        for c in range(n):
+            item = cands[b, c]
+            s = np.float32(0.0)
+            for k in range(k_dim):
+                s += ph[k] * item_w[item, k]
+            d = float(s) - float(x)
+            z[c] = d + math.log1p(math.exp(-d)) if d > 0 else math.log1p(math.exp(d))  # softplus
+            mean += z[c]
+            top = max(top, z[c])
+        mean /= n
+        var = 0.0
+        for c in range(n):
+            var += (z[c] - mean) ** 2
+        var /= n - 1
+        tau = math.sqrt(var / (2.0 * rho))
+        acc = 0.0
+        for c in range(n):
+            z[c] = math.exp((z[c] - top) / tau) if tau > 0 else 1.0  # the weights, max 1
+            acc += z[c]
+        target = _unit(seed, b) * acc
+        run = 0.0
+        pick = n - 1
+        for c in range(n):
+            run += z[c]
+            if run > target:
+                pick = c
+                break
+        out[b] = pick
+    return out
+
+
+# ------------------------------------------------------------------------------------------ SRNS
+@njit(parallel=True, fastmath=_FM, **_JIT)
+def variance_choice(users, positives, cands, cand_hist, pos_hist, user_w, item_w, h, weight):
+    """Index of the candidate of each row maximising ``sigmoid(z_c - z_pos) + weight * std_t
+    sigmoid(y_ct - x_t)`` (SRNS; ``y``/``x`` the candidates'/positive's recorded scores, population
+    standard deviation over ``t``, 0 without history); the first on ties. The sigmoids and the standard
+    deviation are taken in float64 from the float32 scores. Rows run in parallel.
+    """
+    b_count, n = cands.shape
+    t_count = cand_hist.shape[2]
+    k_dim = h.shape[0]
+    with_std = weight != 0.0 and t_count > 0
+    out = np.empty(b_count, np.int64)
+    for b in prange(b_count):
+        u = users[b]
+        ph = np.empty(k_dim, np.float32)
+        for k in range(k_dim):
+            ph[k] = user_w[u, k] * h[k]
+        zp = np.float32(0.0)
+        for k in range(k_dim):
+            zp += ph[k] * item_w[positives[b], k]
+        best = -np.inf
+        pick = 0
+        for c in range(n):
+            item = cands[b, c]
+            z = np.float32(0.0)
+            for k in range(k_dim):
+                z += ph[k] * item_w[item, k]
+            crit = 1.0 / (1.0 + math.exp(np.float64(zp) - np.float64(z)))
+            if with_std:
+                mean = 0.0
+                for t in range(t_count):
+                    gap = np.float64(pos_hist[b, t]) - np.float64(cand_hist[b, c, t])
+                    mean += 1.0 / (1.0 + math.exp(gap))
+                mean /= t_count
+                var = 0.0
+                for t in range(t_count):
+                    gap = np.float64(pos_hist[b, t]) - np.float64(cand_hist[b, c, t])
+                    d = 1.0 / (1.0 + math.exp(gap)) - mean
+                    var += d * d
+                crit += weight * math.sqrt(var / t_count)
+            if crit > best:
+                best = crit
+                pick = c
+        out[b] = pick
+    return out
+
+
+@njit(parallel=True, fastmath=_FM, **_JIT)
+def softmax_subset(users, cands, user_w, item_w, h, k_keep, inv_temp, seed):
+    """Indices of ``k_keep`` candidates per row drawn without replacement with probabilities
+    ``softmax(inv_temp * z)`` among those left (Gumbel-top-k), in decreasing order of the key
+    ``inv_temp * z_c - log(-log U_c)``, ``U_c = _unit(seed, b * N + c)`` (so the result depends on the
+    seed alone; equal keys: the earlier index first). The key order is computed as the increasing order
+    of ``-log(U_c) * exp(inv_temp * (max_z - z_c))`` (one logarithm per candidate), kept by insertion
+    into the ``k_keep`` best so far. Rows run in parallel.
+    """
+    b_count, n = cands.shape
+    k_dim = h.shape[0]
+    out = np.empty((b_count, k_keep), np.int64)
+    for b in prange(b_count):
+        u = users[b]
+        ph = np.empty(k_dim, np.float32)
+        for k in range(k_dim):
+            ph[k] = user_w[u, k] * h[k]
+        z = np.empty(n, np.float64)
+        top = -np.inf
+        for c in range(n):
+            item = cands[b, c]
+            acc = np.float32(0.0)
+            for k in range(k_dim):
+                acc += ph[k] * item_w[item, k]
+            z[c] = acc
+            top = max(top, np.float64(acc))
+        best_key = np.empty(k_keep, np.float64)
+        best = out[b]
+        filled = 0
+        for c in range(n):
+            unit = max(_unit(seed, b * n + c), 1e-300)
+            key = -math.log(unit) * math.exp(inv_temp * (top - z[c]))
+            if filled == k_keep and not key < best_key[k_keep - 1]:
+                continue
+            pos = filled if filled < k_keep else k_keep - 1
+            while pos > 0 and key < best_key[pos - 1]:
+                best_key[pos] = best_key[pos - 1]
+                best[pos] = best[pos - 1]
+                pos -= 1
+            best_key[pos] = key
+            best[pos] = c
+            if filled < k_keep:
+                filled += 1
+    return out
+
+
 # ------------------------------------------------------------------------------------------- MMD
 @njit(fastmath=_FM, **_JIT)
 def mmd_reduce(dots, sq_x, sq_g, m, coef, cs, out):
@@ -850,6 +997,25 @@ def _check_top_n(users, cands, user_w, item_w, h, n_top, seed) -> None:
 
 
 top_n_choice = _checked(top_n_choice, _check_top_n)
+
+
+def _check_variance_choice(users, positives, cands, cand_hist, pos_hist, user_w, item_w, h, weight) -> None:
+    _check_gmf(users, cands, user_w, item_w, h)
+    _same("users and positives", users.shape[0], positives.shape[0])
+    _rows("positives", positives, item_w.shape[0])
+    _same("candidate histories", cand_hist.shape[:2], cands.shape)
+    _same("history rows", cand_hist.shape[0], pos_hist.shape[0])
+    _same("history lengths", cand_hist.shape[2], pos_hist.shape[1])
+
+
+def _check_subset(users, cands, user_w, item_w, h, k_keep, inv_temp, seed) -> None:
+    _check_gmf(users, cands, user_w, item_w, h)
+    if not 1 <= k_keep <= cands.shape[1]:
+        raise IndexError(f"k_keep: {k_keep} of {cands.shape[1]} candidates")
+
+
+variance_choice = _checked(variance_choice, _check_variance_choice)
+softmax_subset = _checked(softmax_subset, _check_subset)
 
 
 def _check_choose(users, cands, user_w, item_w, h, inv_temp, seed) -> None:

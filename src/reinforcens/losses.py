@@ -16,6 +16,31 @@ def l2_penalty(*rows: torch.Tensor) -> torch.Tensor:
     return 0.5 * sum(r.pow(2).sum() for r in rows)
 
 
+def mixed_negative(layers: torch.Tensor, items: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The layer embeddings of synthetic negatives (MixGCF's mixing):
+
+    .. math::
+
+        \\tilde q_b^{(h)} = \\sum_c w_{bhc} \\, E^{(h)}_{j_{bhc}}
+
+    Parameters
+    ----------
+    layers
+        ``(n_items, H, K)``: every item's layer embeddings ``E^(h)``
+        (:meth:`reinforcens.models.base.Recommender.layer_tables`), differentiable or not.
+    items, weights
+        ``(B, H, C)``: the rows ``j_bhc`` mixed into layer ``h`` of negative ``b`` and their weights.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, H, K)``; the negative's item embedding is the pooling (mean) over ``H``.
+    """
+    h = torch.arange(layers.shape[1], device=items.device).view(1, -1, 1)
+    rows = layers[items, h]  # (B, H, C, K)
+    return (weights.to(rows.dtype).unsqueeze(-1) * rows).sum(2)
+
+
 def reinforce_loss(log_probs: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
     """Policy-gradient surrogate ``-sum reward * log pi(j|u)`` (minimised; rewards detached)."""
     return -(rewards.detach() * log_probs).sum()

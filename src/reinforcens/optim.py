@@ -87,17 +87,20 @@ moments (Adam) and weights of those rows are then gathered, updated and written 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from reinforcens.backend import np_view
-from reinforcens.losses import bpr_loss, l2_penalty
+from reinforcens.losses import bpr_loss, l2_penalty, mixed_negative
 from reinforcens.models.base import Recommender, rows_of
 from reinforcens.models.gmf import GMF
 from reinforcens.ops import Ops, make_ops
 from reinforcens.ops import check_rows as _check_rows
+
+if TYPE_CHECKING:
+    from reinforcens.samplers.base import Mixture
 
 
 class RowTable:
@@ -254,6 +257,30 @@ class _RowOptimizer:
         h_grad: torch.Tensor | None,
     ) -> None:
         raise NotImplementedError
+
+    def mixture_step(
+        self, users: torch.Tensor, pos: torch.Tensor, mixture: Mixture, l2: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One BPR step against synthetic negatives (:func:`mixture_bpr_loss`); the gradients of the
+        rows used are taken by autograd on copies of those rows and applied by :meth:`step_rows`
+        (rows outside the batch are not touched, as in :meth:`bpr_step`). Returns the summed batch
+        loss and the pre-step scores of the negatives."""
+        m = self.model
+        _check_mixture(m, users, pos, mixture, layers=1)
+        pu = m.user.weight.detach()[users].requires_grad_()
+        qi = m.item.weight.detach()[pos].requires_grad_()
+        rows = m.item.weight.detach()[mixture.items].requires_grad_()  # (B, 1, C, K)
+        h = m.h.detach().clone().requires_grad_(m.trains_h)
+        leaves = [pu, qi, rows] + ([h] if m.trains_h else [])
+        loss, neg_s = mixture_bpr_loss(pu, pu, qi, qi, rows, mixture.weights, h, l2)
+        grads = torch.autograd.grad(loss, leaves)
+        items = torch.cat([pos, mixture.items.reshape(-1)])
+        item_grads = torch.cat([grads[1], grads[2].reshape(-1, m.dim)])
+        self.step_rows(users, grads[0], items, item_grads, grads[3] if m.trains_h else None)
+        loss = loss.detach()
+        if self.ops.ranks > 1:  # the loss of the whole batch, as bpr_step returns
+            loss = self.ops.all_sum(loss)
+        return loss, neg_s.detach()
 
     def step(self) -> None:
         """One step from the ``.grad`` of the parameters (left by ``loss.backward()``)."""
@@ -482,6 +509,76 @@ ROW_OPTIMIZERS: dict[str, type[GMFOptimizer] | type[SGDOptimizer]] = {
 }
 
 
+def mixture_bpr_loss(
+    pu: torch.Tensor,
+    pu0: torch.Tensor,
+    qi: torch.Tensor,
+    qi0: torch.Tensor,
+    layers: torch.Tensor,
+    mixture: Mixture | torch.Tensor,
+    h: torch.Tensor,
+    l2: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The BPR loss against synthetic negatives, MixGCF's ``create_bpr_loss`` with ``K = 1``
+    (``huangtinglin/MixGCF``, ``modules/LightGCN.py``)::
+
+        q~_b = mean_h sum_c w_bhc E^(h)[j_bhc]                  (mixed_negative, pooled)
+        L = sum_b softplus(h . (p_b * q~_b) - h . (p_b * q_b))
+            + 0.5 * l2 * sum_b (||p0_b||^2 + ||q0_b||^2 + ||q~0_b||^2)
+
+    with ``p_b``, ``q_b`` the pooled user and positive embeddings, ``p0_b``, ``q0_b`` their layer-0
+    rows and ``q~0_b = sum_c w_b0c E^(0)[j_b0c]`` the negative's mixed layer 0: as in the authors'
+    code, the L2 term takes the synthetic negative's layer 0, not the rows it was mixed from.
+
+    Parameters
+    ----------
+    pu, pu0, qi, qi0
+        (B, K) pooled and layer-0 rows of the users and the positives.
+    layers
+        (n_items, H, K) every item's layers; or, with ``mixture`` a tensor of weights (B, H, C), the
+        rows already gathered, (B, H, C, K).
+    mixture
+        The :class:`reinforcens.samplers.base.Mixture` (or its weights, see ``layers``).
+    h
+        (K,) the scoring weights (ones but for GMF).
+    l2
+        The L2 weight.
+
+    Returns
+    -------
+    loss : torch.Tensor
+        The summed batch loss (0-dim).
+    neg_scores : torch.Tensor
+        (B,) the scores of the synthetic negatives.
+    """
+    if isinstance(mixture, torch.Tensor):
+        mixed = (mixture.to(layers.dtype).unsqueeze(-1) * layers).sum(2)
+    else:
+        mixed = mixed_negative(layers, mixture.items, mixture.weights)
+    pu_h = pu * h
+    pos_s = torch.linalg.vecdot(pu_h, qi)
+    neg_s = torch.linalg.vecdot(pu_h, mixed.mean(1))
+    loss = bpr_loss(pos_s, neg_s)
+    if l2 > 0:
+        loss = loss + l2 * l2_penalty(pu0, qi0, mixed[:, 0])
+    return loss, neg_s
+
+
+def _check_mixture(
+    model: Recommender, users: torch.Tensor, pos: torch.Tensor, mixture: Mixture, layers: int
+) -> None:
+    _check_rows(users, model.n_users, "user")
+    _check_rows(pos, model.n_items, "positive item")
+    _check_rows(mixture.items, model.n_items, "mixed item")
+    if mixture.items.dim() != 3 or mixture.items.shape[:2] != (users.shape[0], layers):
+        raise ValueError(
+            f"a mixture of shape {tuple(mixture.items.shape)} for a batch of {users.shape[0]} and a model "
+            f"of {layers} layer(s): expected (batch, layers, rows)"
+        )
+    if mixture.weights.shape != mixture.items.shape or not bool(torch.isfinite(mixture.weights).all()):
+        raise ValueError("mixture weights must be finite and of the shape of its items")
+
+
 def _check_kind(state: dict[str, Any], kind: str, default: str | None = None) -> None:
     """Raise ``ValueError`` unless ``state`` is the state of an optimizer of this ``kind``."""
     got = state.get("kind", default)
@@ -568,6 +665,25 @@ class AutogradOptimizer:
         loss = bpr_loss(pos_s, neg_s)
         if l2 > 0:
             loss = loss + l2 * l2_penalty(*model.regularised_rows(users, torch.cat([pos, neg])))
+        return self._apply(loss), neg_s.detach()
+
+    def mixture_step(
+        self, users: torch.Tensor, pos: torch.Tensor, mixture: Mixture, l2: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One BPR step against synthetic negatives (:func:`mixture_bpr_loss` on the model's layers,
+        :meth:`reinforcens.models.base.Recommender.layer_tables`, through autograd); returns the
+        summed batch loss and the pre-step scores of the negatives."""
+        model = self.model
+        user_layers, item_layers = model.layer_tables(grad=True)
+        _check_mixture(model, users, pos, mixture, layers=item_layers.shape[1])
+        pu, qi = user_layers[users], item_layers[pos]
+        loss, neg_s = mixture_bpr_loss(
+            pu.mean(1), pu[:, 0], qi.mean(1), qi[:, 0], item_layers, mixture, model.h, l2
+        )
+        return self._apply(loss), neg_s.detach()
+
+    def _apply(self, loss: torch.Tensor) -> torch.Tensor:
+        """Backpropagate ``loss`` and step (gradients and loss summed over ranks first)."""
         self.inner.zero_grad(set_to_none=True)
         loss.backward()
         loss = loss.detach()
@@ -575,8 +691,8 @@ class AutogradOptimizer:
             loss = self._sum_over_ranks(loss)
         self.inner.step()
         self._sgd_steps += 1
-        model.changed()
-        return loss, neg_s.detach()
+        self.model.changed()
+        return loss
 
     def _sum_over_ranks(self, loss: torch.Tensor) -> torch.Tensor:
         """Sum the gradients and the loss over the ranks of a data-parallel run (one reduction), so

@@ -45,7 +45,7 @@ from reinforcens.models import MODELS, ModelSpec, Recommender, TorchScorer, make
 from reinforcens.ops import make_ops
 from reinforcens.ops.distributed import DistributedOps
 from reinforcens.parallel import Parallel, SingleProcess, run_device
-from reinforcens.samplers import NegativeSampler, SamplerContext, make_sampler
+from reinforcens.samplers import Negatives, NegativeSampler, SamplerContext, make_sampler
 from reinforcens.training_data import TrainingData
 
 
@@ -80,6 +80,18 @@ class StageResult:
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
     last_negatives: np.ndarray | None = None
+
+
+def bpr_step(
+    optimizer: Any, users: torch.Tensor, pos: torch.Tensor, neg: Negatives, l2: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One BPR step of a recommender's optimizer on a batch and its sampled negatives: the optimizer's
+    ``bpr_step`` (the fused row-wise step of GMF and MF, an autograd step otherwise), or its
+    ``mixture_step`` when the negatives are synthetic (:class:`reinforcens.samplers.base.Mixture`).
+    Returns the summed batch loss and the pre-step scores of the negatives."""
+    if neg.mixture is None:
+        return optimizer.bpr_step(users, pos, neg.items, l2)
+    return optimizer.mixture_step(users, pos, neg.mixture, l2)
 
 
 class Trainer:
@@ -232,10 +244,14 @@ class Trainer:
         for users, pos in bar:
             neg = sampler.sample(users, pos, model)
             if train_recommender:
-                neg_s = self._bpr_step(model, optimizer, users, pos, neg.items, cfg.l2, total)
+                neg_s = self._bpr_step(model, optimizer, users, pos, neg, cfg.l2, total)
             else:
                 with torch.no_grad():
-                    pos_s, neg_s = model(users, pos), model(users, neg.items)
+                    pos_s = model(users, pos)
+                    if neg.mixture is None:
+                        neg_s = model(users, neg.items)
+                    else:
+                        neg_s = model.mixture_scores(users, neg.mixture)
                     total.add_(torch.nn.functional.softplus(neg_s - pos_s).sum().double())
             sampler.update(users, pos, neg, model, neg_s)
             if record is not None and kept < cfg.record_negatives:
@@ -275,14 +291,13 @@ class Trainer:
         optimizer: Any,
         users: torch.Tensor,
         pos: torch.Tensor,
-        neg: torch.Tensor,
+        neg: Negatives,
         l2: float,
         total: torch.Tensor,
     ) -> torch.Tensor:
-        """One BPR step of the recommender (its optimizer's ``bpr_step``: the fused row-wise step of
-        GMF and MF, an autograd step otherwise); adds the batch loss to ``total`` and returns the pre-step
-        negative scores."""
-        loss, neg_s = optimizer.bpr_step(users, pos, neg, l2)
+        """One BPR step of the recommender (:func:`bpr_step`); adds the batch loss to ``total`` and
+        returns the pre-step negative scores."""
+        loss, neg_s = bpr_step(optimizer, users, pos, neg, l2)
         total.add_(loss)
         return neg_s
 

@@ -139,13 +139,15 @@ class OurMethod:
         """
         if batches <= 0:
             return
+        from reinforcens.train import bpr_step
+
         cfg = self.trainer.config
         data = self.trainer.train_data
         for b, (users, pos) in enumerate(data.batches(cfg.batch_size, self.batch_gen)):
             if b >= batches:
                 break
             neg = self.sampler.sample(users, pos, self.model)
-            _, neg_s = self.optimizer.bpr_step(users, pos, neg.items, cfg.l2)
+            _, neg_s = bpr_step(self.optimizer, users, pos, neg, cfg.l2)
             self.sampler.update(users, pos, neg, self.model, neg_s)
         self.sampler.epoch_end()
 

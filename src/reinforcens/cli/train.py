@@ -125,13 +125,21 @@ def training_values(args: argparse.Namespace, sampler: str | None) -> dict[str, 
     return values
 
 
+def sampler_list() -> str:
+    """The samplers, one line each (their :attr:`~reinforcens.samplers.NegativeSampler.summary`)."""
+    width = max(len(name) for name in SAMPLERS)
+    lines = [f"  {name:<{width}}  {cls.summary}" for name, cls in SAMPLERS.items()]
+    return "samplers (--sampler):\n" + "\n".join(lines)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a recommender with a negative sampler",
         description="Train a recommender (--model gmf, mf or lightgcn) with BPR while a negative "
-        "sampler picks the negatives. Samplers: "
-        + ", ".join(SAMPLERS),
+        "sampler picks the negatives.",
+        epilog=sampler_list(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data", required=True, help="prepared dataset directory")
     p.add_argument("--sampler", required=True, help="negative sampler: " + ", ".join(SAMPLERS))

@@ -115,6 +115,8 @@ METRIC_COLUMNS = {
     "valid_auc_chance_se": "valid.auc_chance_se",
     "test_auc_exposed": "test.auc_exposed",
     "test_auc_padded": "test.auc_padded",
+    #: on the simulator: the share of the last epoch's recorded negatives the user would click
+    "negatives_false_negative_rate": "negatives.false_negative_rate",
 }
 
 #: a run whose best validation AUC is below 0.5 + CHANCE_Z standard errors of a random ranking's
@@ -160,14 +162,15 @@ def collect_rows(
         for col, name in METRIC_COLUMNS.items():
             value = met.get(name.format(k=k))
             row[col.format(k=k)] = float("nan") if value is None else float(value)
-        for extra in ("best_epoch", "epochs", "seconds"):
+        for extra in ("best_epoch", "epochs", "seconds", "train_seconds_per_epoch"):
             row[extra] = met.get(extra)
         row["from_pretrained"] = s.pretrain is not None
         row["run_dir"] = s.run_dir
         rows.append(row)
     frame = pd.DataFrame(rows)
-    if "test_true_auc" in frame and frame["test_true_auc"].isna().all():
-        frame = frame.drop(columns="test_true_auc")
+    for col in ("test_true_auc", "negatives_false_negative_rate"):  # ground-truth columns
+        if col in frame and frame[col].isna().all():
+            frame = frame.drop(columns=col)
     return frame
 
 

@@ -32,8 +32,23 @@ def sampler_grid(name: str) -> dict[str, list[Any]]:
     cls = SAMPLERS.get(name)
     return {k: list(v) for k, v in (cls.tune_grid if cls is not None else {}).items()}
 
-#: keys whose values are whole numbers
-INTEGER_KEYS = frozenset({"n_candidates"})
+
+def _integer_options() -> frozenset[str]:
+    """The sampler options declared as integers (``int`` fields of the samplers' configs)."""
+    from reinforcens.samplers import SAMPLERS
+
+    return frozenset(
+        key
+        for cls in SAMPLERS.values()
+        for key, field in cls.Config.model_fields.items()
+        if field.annotation is int
+    )
+
+
+#: keys whose values are whole numbers: every sampler option declared ``int`` (``n_candidates``,
+#: ``top_m``, AHNS's ``p``, ...)
+INTEGER_KEYS = _integer_options()
+
 
 @dataclass(frozen=True)
 class Range:

@@ -93,6 +93,33 @@ class Recommender(nn.Module):
         """The effective tables; detached unless ``grad`` (then differentiable in the parameters)."""
         raise NotImplementedError
 
+    @property
+    def n_layers(self) -> int:
+        """``H``, the layers of :meth:`layer_tables` (1 for models without propagation)."""
+        return 1
+
+    def layer_tables(self, grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layers whose mean is the effective user and item tables: shapes ``(n_users, H, K)`` and
+        ``(n_items, H, K)``, layer 0 the embedding tables themselves (LightGCN: ``E^(0) .. E^(K)``,
+        ``H = K + 1``; one layer, the tables, for models without propagation). Detached unless
+        ``grad``; without, they come from the same cache as :meth:`tables` (LightGCN fills both with one
+        propagation). A synthetic negative (:class:`reinforcens.samplers.base.Mixture`) mixes rows of
+        each layer."""
+        t = self.tables(grad=grad)
+        return t.user.unsqueeze(1), t.item.unsqueeze(1)
+
+    @torch.no_grad()
+    def mixture_scores(self, users: torch.Tensor, mixture: Any) -> torch.Tensor:
+        """Scores ``h . (P_u * q~)`` of synthetic negatives ``q~``
+        (:func:`reinforcens.losses.mixed_negative` of a :class:`reinforcens.samplers.base.Mixture`),
+        without gradients."""
+        from reinforcens.losses import mixed_negative
+
+        t = self.tables()
+        _, items = self.layer_tables()
+        q = mixed_negative(items, mixture.items, mixture.weights).mean(1)
+        return torch.linalg.vecdot(rows_of(t.user, users) * t.h, q)
+
     def changed(self) -> None:
         """Called after every update of the parameters (drops cached effective tables)."""
 

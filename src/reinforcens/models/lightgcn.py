@@ -84,6 +84,7 @@ class LightGCN(Recommender):
         )
         self.register_buffer("h", torch.ones(dim), persistent=False)
         self._cache: Tables | None = None
+        self._layers: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, generator: torch.Generator | None = None) -> LightGCN:
@@ -95,31 +96,70 @@ class LightGCN(Recommender):
         )  # fmt: skip
 
     def _apply(self, fn, recurse: bool = True):  # .to(device) and friends drop the cache
-        self._cache = None
+        self._cache = self._layers = None
         return super()._apply(fn, recurse)
 
     def changed(self) -> None:
-        self._cache = None
+        self._cache = self._layers = None
 
-    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The propagated user and item embeddings (differentiable in ``E^(0)``)."""
+    def _layer_list(self) -> list[torch.Tensor]:
+        """``[E^(0), .., E^(K)]``, users first in each."""
         e = torch.cat([self.user.weight, self.item.weight])
-        total = e
+        layers = [e]
         for _ in range(self.layers):
             e = self.adjacency @ e
+            layers.append(e)
+        return layers
+
+    def _pooled(self, layers: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        total = layers[0]
+        for e in layers[1:]:
             total = total + e
         total = total / (self.layers + 1)
         return total[: self.n_users], total[self.n_users :]
+
+    def _stacked(self, layers: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        stacked = torch.stack(layers, dim=1)
+        return stacked[: self.n_users], stacked[self.n_users :]
+
+    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The propagated user and item embeddings (differentiable in ``E^(0)``)."""
+        return self._pooled(self._layer_list())
+
+    def propagate_layers(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layers ``E^(0) .. E^(K)`` of the users and the items, shapes ``(n_users, K + 1, dim)``
+        and ``(n_items, K + 1, dim)`` (differentiable in ``E^(0)``); their mean over the layers is
+        :meth:`propagate` up to rounding."""
+        return self._stacked(self._layer_list())
+
+    def _fill_cache(self) -> None:
+        """One propagation without gradients for both caches: the effective tables and the layers."""
+        with torch.no_grad():
+            layers = self._layer_list()
+            p, q = self._pooled(layers)
+            self._cache = Tables(p.contiguous(), q.contiguous(), self.h)
+            self._layers = self._stacked(layers)
+
+    @property
+    def n_layers(self) -> int:
+        return self.layers + 1
 
     def tables(self, grad: bool = False) -> Tables:
         if grad:
             p, q = self.propagate()
             return Tables(p, q, self.h)
         if self._cache is None:
-            with torch.no_grad():
-                p, q = self.propagate()
-            self._cache = Tables(p.contiguous(), q.contiguous(), self.h)
+            self._fill_cache()
+        assert self._cache is not None
         return self._cache
+
+    def layer_tables(self, grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        if grad:
+            return self.propagate_layers()
+        if self._layers is None:
+            self._fill_cache()
+        assert self._layers is not None
+        return self._layers
 
     def regularised_rows(self, users, items):
         return rows_of(self.user.weight, users), rows_of(self.item.weight, items)

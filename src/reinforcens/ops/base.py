@@ -12,8 +12,8 @@ The operations fall into four groups:
   exposed-unclicked items; candidate sets of the learned samplers with exposed slots and flags;
   membership in the clicked and exposed sets);
 * candidate scoring and choice over a model's effective tables (``Tables(user, item, h)``, scores
-  ``h . (user[u] * item[i])``): DNS's best candidate, DNS(M, N)'s uniform draw among the top ``n``
-  and the learned samplers' softmax draw;
+  ``h . (user[u] * item[i])``): DNS's best candidate, DNS(M, N)'s uniform draw among the top ``n``,
+  the learned samplers' softmax draw, and SRNS's variance-weighted choice and memory refresh;
 * the fused steps on the state of a :class:`reinforcens.optim.GMFOptimizer` (row-wise Adam from
   hand-computed gradients, the BPR step and the REINFORCE step) and of a
   :class:`reinforcens.optim.SGDOptimizer` (plain SGD from hand-computed gradients and the BPR step);
@@ -244,6 +244,40 @@ class Ops(ABC):
         """
 
     @abstractmethod
+    def loss_softmax_choice(
+        self,
+        tables: Tables,
+        users: torch.Tensor,
+        positives: torch.Tensor,
+        cands: torch.Tensor,
+        rho: float,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """Position of one candidate per row drawn from Softmax(rho, N)'s weights
+        (:mod:`reinforcens.samplers.softmax`): ``softmax(Z / tau)`` over the row, with
+        ``Z_c = softplus(s_c - s_pos)`` the BPR loss of candidate ``c`` against the row's positive and
+        ``tau = sqrt(Var_c(Z) / (2 rho))`` (unbiased variance); uniform where every ``Z`` is equal.
+
+        Parameters
+        ----------
+        tables
+            A model's effective tables (``s = h . (user[u] * item[i])``).
+        users, positives
+            (B,) int64.
+        cands
+            (B, N) int64 items, ``N >= 2``.
+        rho
+            ``rho > 0``.
+        generator
+            The random stream.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, 1) int64 positions in ``[0, N)``.
+        """
+
+    @abstractmethod
     def softmax_choice(
         self,
         tables: Tables,
@@ -264,6 +298,81 @@ class Ops(ABC):
             The softmax temperature ``T``.
         generator
             The random stream.
+        """
+
+    @abstractmethod
+    def variance_choice(
+        self,
+        tables: Tables,
+        users: torch.Tensor,
+        positives: torch.Tensor,
+        cands: torch.Tensor,
+        cand_history: torch.Tensor,
+        pos_history: torch.Tensor,
+        weight: float,
+    ) -> torch.Tensor:
+        """Position of the candidate of each row that maximises SRNS's criterion
+        (:mod:`reinforcens.samplers.srns`) ``sigmoid(z_bc - z_b) + weight * std_t sigmoid(y_bct - x_bt)``.
+
+        ``z_bc = h . (user[u_b] * item[c])`` is a candidate's score, ``z_b`` the positive's, both from
+        ``tables``; ``y_bct`` and ``x_bt`` are the candidate's and the positive's recorded scores at the
+        ``T`` past times ``t`` (paired by position along the last axis), and ``std_t`` is their
+        population standard deviation (0 when ``T = 0``). Ties go to the earlier position.
+
+        Parameters
+        ----------
+        tables
+            A model's effective tables.
+        users, positives
+            (B,) int64.
+        cands
+            (B, N) int64 items.
+        cand_history
+            (B, N, T) float32, ``T >= 0``.
+        pos_history
+            (B, T) float32.
+        weight
+            The standard deviation's weight (``alpha_t``).
+
+        Returns
+        -------
+        torch.Tensor
+            (B, 1) int64 positions in ``[0, N)``.
+        """
+
+    @abstractmethod
+    def softmax_subset(
+        self,
+        tables: Tables,
+        users: torch.Tensor,
+        cands: torch.Tensor,
+        k: int,
+        temperature: float,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """Positions of ``k`` candidates per row drawn without replacement, each draw with probability
+        proportional to ``exp(z_bc / T)`` among the positions not drawn yet (successive sampling, what
+        ``numpy.random.choice(N, k, p=softmax(z / T), replace=False)`` does), ``z_bc = h . (user[u_b] *
+        item[c])``. Drawn as the ``k`` largest of ``z_bc / T + G_bc`` with ``G`` standard Gumbel noise
+        (Gumbel-top-k), in decreasing order of that key.
+
+        Parameters
+        ----------
+        tables
+            A model's effective tables.
+        users, cands
+            (B,) and (B, N) int64.
+        k
+            ``1 <= k <= N``.
+        temperature
+            ``T > 0``.
+        generator
+            The random stream.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, k) int64 distinct positions in ``[0, N)`` per row.
         """
 
     @abstractmethod

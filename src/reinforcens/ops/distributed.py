@@ -84,8 +84,17 @@ class DistributedOps(Ops):
     def top_n_choice(self, tables, users, cands, n, generator):
         return self.inner.top_n_choice(tables, users, cands, n, generator)
 
+    def loss_softmax_choice(self, tables, users, positives, cands, rho, generator):
+        return self.inner.loss_softmax_choice(tables, users, positives, cands, rho, generator)
+
     def softmax_choice(self, tables, users, cands, temperature, generator):
         return self.inner.softmax_choice(tables, users, cands, temperature, generator)
+
+    def variance_choice(self, tables, users, positives, cands, cand_history, pos_history, weight):
+        return self.inner.variance_choice(tables, users, positives, cands, cand_history, pos_history, weight)
+
+    def softmax_subset(self, tables, users, cands, k, temperature, generator):
+        return self.inner.softmax_subset(tables, users, cands, k, temperature, generator)
 
     def score_lists(self, tables, users, items):
         return self.inner.score_lists(tables, users, items)

@@ -107,6 +107,16 @@ class NumbaOps(Ops):
         )  # fmt: skip
         return torch.from_numpy(pick).unsqueeze(1)
 
+    def loss_softmax_choice(self, tables, users, positives, cands, rho, generator):
+        """One compiled pass (:func:`reinforcens.kernels.loss_softmax_choice`)."""
+        if cands.shape[1] < 2:
+            raise ValueError(f"loss_softmax_choice: {cands.shape[1]} candidate(s), at least 2 needed")
+        pick = kernels.loss_softmax_choice(
+            np_view(users.contiguous()), np_view(positives.contiguous()), np_view(cands.contiguous()),
+            np_view(tables.user), np_view(tables.item), np_view(tables.h), float(rho), draw_seed(generator),
+        )  # fmt: skip
+        return torch.from_numpy(pick).unsqueeze(1)
+
     def softmax_choice(self, tables, users, cands, temperature, generator):
         """An inverse-CDF draw from the softmax (:func:`reinforcens.kernels.score_and_choose`)."""
         log_p, choice = kernels.score_and_choose(
@@ -114,6 +124,26 @@ class NumbaOps(Ops):
             np_view(tables.h), 1.0 / temperature, draw_seed(generator),
         )  # fmt: skip
         return SoftmaxChoice(torch.from_numpy(log_p), torch.from_numpy(choice).unsqueeze(1))
+
+    def variance_choice(self, tables, users, positives, cands, cand_history, pos_history, weight):
+        """One compiled pass (:func:`reinforcens.kernels.variance_choice`)."""
+        pick = kernels.variance_choice(
+            np_view(users.contiguous()), np_view(positives.contiguous()), np_view(cands.contiguous()),
+            np_view(cand_history.to(torch.float32).contiguous()),
+            np_view(pos_history.to(torch.float32).contiguous()), np_view(tables.user),
+            np_view(tables.item), np_view(tables.h), float(weight),
+        )  # fmt: skip
+        return torch.from_numpy(pick).unsqueeze(1)
+
+    def softmax_subset(self, tables, users, cands, k, temperature, generator):
+        """One compiled pass (:func:`reinforcens.kernels.softmax_subset`)."""
+        if not 1 <= k <= cands.shape[1]:
+            raise ValueError(f"softmax_subset: k = {k} is not in [1, {cands.shape[1]}]")
+        keep = kernels.softmax_subset(
+            np_view(users.contiguous()), np_view(cands.contiguous()), np_view(tables.user),
+            np_view(tables.item), np_view(tables.h), int(k), 1.0 / temperature, draw_seed(generator),
+        )  # fmt: skip
+        return torch.from_numpy(keep)
 
     def score_lists(self, tables, users, items):
         return kernels.score_lists(

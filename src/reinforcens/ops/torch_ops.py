@@ -103,6 +103,19 @@ class TorchOps(Ops):
         return candidate_scores(tables, users, cands)[0].argmax(dim=1, keepdim=True)
 
     @torch.no_grad()
+    def loss_softmax_choice(self, tables, users, positives, cands, rho, generator):
+        """Scores of the positive and the candidates in one gather, the weights of
+        :func:`reinforcens.samplers.softmax.softmax_weights`, then a Gumbel-max draw."""
+        from reinforcens.samplers.softmax import softmax_weights
+
+        if cands.shape[1] < 2:
+            raise ValueError(f"loss_softmax_choice: {cands.shape[1]} candidate(s), at least 2 needed")
+        scores = candidate_scores(tables, users, torch.cat([positives.unsqueeze(1), cands], 1))[0]
+        log_w = softmax_weights(scores[:, 0], scores[:, 1:], rho)
+        u = torch.rand(log_w.shape, dtype=log_w.dtype, device=log_w.device, generator=generator)
+        neg_gumbel = u.clamp_(min=1e-30).log_().neg_().log_()
+        return (log_w - neg_gumbel).argmax(dim=1, keepdim=True)
+
     def top_n_choice(self, tables, users, cands, n, generator):
         """A stable descending sort of the scores (ties: the earlier position first), then a uniform
         rank in ``[0, n)`` per row from ``torch.randint``."""
@@ -124,6 +137,29 @@ class TorchOps(Ops):
         neg_gumbel = u.clamp_(min=1e-30).log_().neg_().log_()
         choice = (log_p - neg_gumbel).argmax(dim=1, keepdim=True)
         return SoftmaxChoice(log_p, choice, user_rows=pu, item_rows=q)
+
+    @torch.no_grad()
+    def variance_choice(self, tables, users, positives, cands, cand_history, pos_history, weight):
+        """The criterion in the scores' dtype; the standard deviation by ``Tensor.std(correction=0)``."""
+        scores = candidate_scores(tables, users, cands)[0]
+        pos = candidate_scores(tables, users, positives.unsqueeze(1))[0]
+        crit = torch.sigmoid(scores - pos)
+        if weight != 0.0 and cand_history.shape[2] > 0:
+            past = torch.sigmoid(cand_history.to(crit.dtype) - pos_history.to(crit.dtype).unsqueeze(1))
+            crit = crit.add_(past.std(dim=2, correction=0), alpha=weight)
+        return crit.argmax(dim=1, keepdim=True)
+
+    @torch.no_grad()
+    def softmax_subset(self, tables, users, cands, k, temperature, generator):
+        """Gumbel-top-k: ``topk(z / T + G)``, ``G = -log(-log U)`` with ``U ~ U(0, 1)``."""
+        if not 1 <= k <= cands.shape[1]:
+            raise ValueError(f"softmax_subset: k = {k} is not in [1, {cands.shape[1]}]")
+        keys = candidate_scores(tables, users, cands)[0]
+        if temperature != 1.0:
+            keys = keys.div_(temperature)
+        u = torch.rand(keys.shape, dtype=keys.dtype, device=keys.device, generator=generator)
+        keys = keys.sub_(u.clamp_(min=1e-30).log_().neg_().log_())
+        return keys.topk(k, dim=1).indices
 
     @torch.no_grad()
     def score_lists(self, tables, users, items, chunk: int = 128):

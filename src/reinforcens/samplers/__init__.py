@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from reinforcens.errors import ConfigError
 from reinforcens.samplers.adversarial import KBGANSampler, RNSESSampler, RNSSampler
+from reinforcens.samplers.ahns import AHNSSampler
 from reinforcens.samplers.base import (
     Negatives,
     NegativeSampler,
@@ -22,7 +23,10 @@ from reinforcens.samplers.base import (
 )
 from reinforcens.samplers.dns_mn import DNSMNSampler
 from reinforcens.samplers.irgan import IRGANSampler
+from reinforcens.samplers.mixgcf import MixGCFSampler
+from reinforcens.samplers.recns import RecNSSampler
 from reinforcens.samplers.softmax import SoftmaxSampler
+from reinforcens.samplers.srns import SRNSSampler
 from reinforcens.samplers.static import (
     DNSSampler,
     EBPRSampler,
@@ -44,6 +48,10 @@ SAMPLERS: dict[str, type[NegativeSampler]] = {
     "rns-es": RNSESSampler,
     "dns-mn": DNSMNSampler,
     "softmax": SoftmaxSampler,
+    "srns": SRNSSampler,
+    "ahns": AHNSSampler,
+    "recns": RecNSSampler,
+    "mixgcf": MixGCFSampler,
 }
 #: alias -> registry name, from each sampler's :attr:`~NegativeSampler.aliases`
 ALIASES: dict[str, str] = {alias: name for name, cls in SAMPLERS.items() for alias in cls.aliases}

@@ -69,6 +69,7 @@ class RNSSampler(NegativeSampler):
     default_init = "pretrained"
     learned = True
     label = "RNS"
+    summary = "RNS (Ding et al. 2019): a learned policy over uniform and exposed candidates, rewarded by MMD"
     paper_order = 7
     tune_grid = {
         "n_candidates": tuple(range(10, 151, 10)),
@@ -306,6 +307,7 @@ class RNSESSampler(RNSSampler):
     name = "rns-es"
     Config = RNSESConfig
     label = "RNS-ES"
+    summary = "RNS-ES: RNS with the hardness reward off, the policy rewarded by exposure matching only"
     defining_options = ("hardness",)
     paper_order = None
     tune_grid = {
@@ -328,6 +330,7 @@ class KBGANSampler(RNSSampler):
     name = "kbgan"
     Config = KBGANConfig
     label = "KBGAN"
+    summary = "KBGAN / RNS-AS: a learned adversarial policy over uniform candidates"
     aliases = ("rns-as",)
     defining_options = ("alpha", "beta", "exposed_candidates", "hardness")
     paper_order = 3

@@ -30,6 +30,28 @@ class SamplerConfig(StrictModel):
 
 
 @dataclass
+class Mixture:
+    """A synthetic negative (MixGCF): an embedding mixed from item rows, not an item of the catalogue.
+
+    For every layer ``h`` of the recommender (:meth:`reinforcens.models.base.Recommender.layer_tables`:
+    LightGCN's ``E^(0) .. E^(K)``; one layer, the item table, for GMF and MF) the negative's layer
+    embedding is ``sum_c weights[b, h, c] * E^(h)[items[b, h, c]]``, and its item embedding is the
+    recommender's pooling of the layers (LightGCN: their mean). The BPR step differentiates through
+    the mixture into every row it uses.
+
+    Attributes
+    ----------
+    items : torch.Tensor of int64, shape (B, H, C)
+        The rows mixed in each layer (they may include the positive).
+    weights : torch.Tensor of float, shape (B, H, C)
+        Their weights (fixed: no gradient flows into them).
+    """
+
+    items: torch.Tensor
+    weights: torch.Tensor
+
+
+@dataclass
 class Negatives:
     """The output of :meth:`NegativeSampler.sample`.
 
@@ -51,6 +73,9 @@ class Negatives:
         it without a lookup (EBPR; the RNS family, from its candidates' exposure flags).
     fallback : torch.Tensor of bool or None
         (B,) BPR-EN: the negatives drawn uniformly because the user has no exposure.
+    mixture : Mixture or None
+        A synthetic negative (MixGCF): the BPR step trains against the mixed embedding, and ``items``
+        holds the real item the sampler reports for it (for logs and false-negative rates).
     """
 
     items: torch.Tensor
@@ -59,6 +84,7 @@ class Negatives:
     policy: SoftmaxChoice | None = None
     exposed: torch.Tensor | None = None
     fallback: torch.Tensor | None = None
+    mixture: Mixture | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +126,8 @@ class NegativeSampler:
     #: display name in tables (the paper's); ``{model}`` stands for the recommender's label
     #: (:func:`reinforcens.samplers.method_label` fills it in)
     label: ClassVar[str] = ""
+    #: one line for ``reinforcens train --help``: what the sampler draws, and its paper
+    summary: ClassVar[str] = ""
     #: other names that select this sampler (lower case, e.g. ``bpr-dns``)
     aliases: ClassVar[tuple[str, ...]] = ()
     #: options that make the sampler what it is: options given for all methods of an experiment

@@ -63,6 +63,7 @@ class DNSMNSampler(NegativeSampler):
 
     name = "dns-mn"
     label = "DNS(M,N)"
+    summary = "DNS(M,N) (Shi et al. 2023): uniform among the M best-scored of N candidates"
     Config = DNSMNConfig
     #: ``dns_candidates``: the values of the authors' sweep of ``-s`` (``config/run.sh``) up to 500;
     #: ``top_m``: their README's 2 and run script's 5, and 1 (DNS)

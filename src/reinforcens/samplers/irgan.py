@@ -36,6 +36,7 @@ class IRGANSampler(RNSSampler):
     name = "irgan"
     Config = IRGANConfig
     label = "IRGAN"
+    summary = "IRGAN (Wang et al. 2017): a generator trained by policy gradient that also ranks"
     defining_options = ("alpha", "beta", "exposed_candidates", "hardness")
     paper_order = 4
     tune_grid = {"n_candidates": tuple(range(10, 151, 10))}

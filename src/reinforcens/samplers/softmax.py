@@ -62,7 +62,9 @@ class SoftmaxSampler(NegativeSampler):
     raw scores at a fixed temperature (what :meth:`reinforcens.ops.base.Ops.softmax_choice` draws), so
     this sampler computes them itself. The code weights the BPR losses of all ``N`` candidates by the
     (detached) importance; this sampler draws one negative from the importance, whose BPR gradient is
-    the code's in expectation. The draw is a Gumbel-max from the sampler's generator. The defaults
+    the code's in expectation. The draw is :meth:`reinforcens.ops.base.Ops.loss_softmax_choice`: on
+    the torch backend a Gumbel-max from the sampler's generator, compiled on the numba backend (one
+    pass per row, an inverse-CDF draw from the same weights). The defaults
     are the authors' README example (``--lambda_w 1 --sample_num 200``).
 
     ``Negatives.candidates`` keeps the (B, N) candidates the negative was chosen from.
@@ -70,6 +72,7 @@ class SoftmaxSampler(NegativeSampler):
 
     name = "softmax"
     label = "Softmax(rho,N)"
+    summary = "Softmax(rho,N) (Shi et al. 2023): candidates drawn by softmax of their BPR losses"
     Config = SoftmaxConfig
     #: ``rho`` is also EBPR's option (a probability there): an ``--rho`` given for all methods of an
     #: experiment must not change this sampler
@@ -86,9 +89,7 @@ class SoftmaxSampler(NegativeSampler):
         if users.numel() == 0:  # an empty batch: no variance to take
             return Negatives(cands[:, 0], candidates=cands)
         with torch.no_grad():
-            scores = recommender.candidate_scores(users, torch.cat([positives.unsqueeze(1), cands], 1))[0]
-            log_w = softmax_weights(scores[:, 0], scores[:, 1:], self.config.rho)
-            u = torch.rand(log_w.shape, dtype=log_w.dtype, device=log_w.device, generator=self.generator)
-            neg_gumbel = u.clamp_(min=1e-30).log_().neg_().log_()
-            pick = (log_w - neg_gumbel).argmax(dim=1, keepdim=True)
+            pick = self.data.ops.loss_softmax_choice(
+                recommender.tables(), users, positives, cands, self.config.rho, self.generator
+            )
         return Negatives(cands.gather(1, pick).squeeze(1), candidates=cands)

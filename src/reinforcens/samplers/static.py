@@ -14,6 +14,7 @@ class UniformSampler(NegativeSampler):
 
     name = "uniform"
     label = "BPR-{model}"
+    summary = "uniform among the user's non-clicked items (BPR, Rendle et al. 2009)"
     aliases = ("bpr", "bpr-gmf")
     paper_order = 1
 
@@ -31,6 +32,7 @@ class PopularitySampler(NegativeSampler):
 
     name = "popularity"
     label = "BPR-Pop"
+    summary = "non-clicked items drawn with weight (training clicks + 1) ** exponent"
     Config = PopularityConfig
 
     def __init__(self, config, data, generator, context=None):
@@ -70,6 +72,7 @@ class DNSSampler(NegativeSampler):
 
     name = "dns"
     label = "BPR-DNS"
+    summary = "the best-scored of uniform candidates (DNS, Zhang et al. 2013)"
     aliases = ("bpr-dns",)
     paper_order = 2
     Config = DNSConfig
@@ -86,6 +89,7 @@ class ExposureSampler(NegativeSampler):
 
     name = "exposure"
     label = "BPR-EN"
+    summary = "uniform among the user's exposed-but-unclicked items (BPR-EN)"
     aliases = ("bpr-en",)
     paper_order = 5
 
@@ -111,6 +115,7 @@ class EBPRSampler(NegativeSampler):
 
     name = "ebpr"
     label = "EBPR"
+    summary = "exposed-unclicked with probability rho, else uniform (EBPR)"
     paper_order = 6
     Config = EBPRConfig
 
