@@ -581,3 +581,17 @@ def test_softmax_subset_draws_without_replacement_by_the_softmax(backend, temper
         ops.softmax_subset(tables, users, cands, 5, temperature, _gen())
     with pytest.raises(ValueError, match="softmax_subset"):
         ops.softmax_subset(tables, users, cands, 0, temperature, _gen())
+
+
+def test_softmax_subset_keeps_the_best_scored_at_a_low_temperature_without_overflow(backend):
+    """At T = 1e-4 the gaps ``(max z - z) / T`` exceed exp's range: the draw must still be by score
+    (the k best-scored, best first), not by position (an overflow to infinity made every key equal)."""
+    ops = backend[0]
+    tables = _tables(seed=7)
+    users = torch.zeros(200, dtype=torch.int64)
+    cands = torch.arange(4).repeat(200, 1)
+    z = np.array(_brute_scores(tables, users[:1], cands[:1])[0])
+    assert (np.diff(np.sort(z)) > 1e-3).all()  # distinct scores: one right answer
+    got = ops.softmax_subset(tables, users, cands, 2, 1e-4, _gen())
+    best = [int(i) for i in np.argsort(-z)[:2]]
+    assert all(row == best for row in got.tolist()), (got[:3].tolist(), best)

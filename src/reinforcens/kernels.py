@@ -788,7 +788,7 @@ def softmax_subset(users, cands, user_w, item_w, h, k_keep, inv_temp, seed):
     ``softmax(inv_temp * z)`` among those left (Gumbel-top-k), in decreasing order of the key
     ``inv_temp * z_c - log(-log U_c)``, ``U_c = _unit(seed, b * N + c)`` (so the result depends on the
     seed alone; equal keys: the earlier index first). The key order is computed as the increasing order
-    of ``-log(U_c) * exp(inv_temp * (max_z - z_c))`` (one logarithm per candidate), kept by insertion
+    of ``log(-log(U_c)) + inv_temp * (max_z - z_c)`` (finite at any temperature), kept by insertion
     into the ``k_keep`` best so far. Rows run in parallel.
     """
     b_count, n = cands.shape
@@ -813,7 +813,7 @@ def softmax_subset(users, cands, user_w, item_w, h, k_keep, inv_temp, seed):
         filled = 0
         for c in range(n):
             unit = max(_unit(seed, b * n + c), 1e-300)
-            key = -math.log(unit) * math.exp(inv_temp * (top - z[c]))
+            key = math.log(-math.log(unit)) + inv_temp * (top - z[c])  # no overflow at a low temperature
             if filled == k_keep and not key < best_key[k_keep - 1]:
                 continue
             pos = filled if filled < k_keep else k_keep - 1
