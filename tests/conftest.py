@@ -70,3 +70,29 @@ def tiny_prepared(tiny_sim, tmp_path_factory):
     out = tmp_path_factory.mktemp("prep") / "tiny"
     save_prepared(data, out, extra_files={"ground_truth.npz": tiny_sim / "ground_truth.npz"})
     return load_prepared(out)
+
+
+def assert_trains_and_resumes_exactly(data, cfg, tmp_path, monkeypatch, crash_at: int = 5) -> dict:
+    """Train ``cfg`` on ``data`` once uninterrupted and once interrupted in epoch ``crash_at`` then
+    resumed; assert the two end alike (test and validation metrics, best epoch, epochs) and return the
+    uninterrupted run's metrics."""
+    from reinforcens.train import Trainer
+
+    full = Trainer(data, cfg, tmp_path / "full", progress=False).fit()
+    calls = {"n": 0}
+    original = Trainer.train_epoch
+
+    def crash(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == crash_at:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_epoch", crash)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(data, cfg, tmp_path / "cut", progress=False).fit()
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    resumed = Trainer(data, cfg, tmp_path / "cut", progress=False, resume=True).fit()
+    for key in ("test.auc", "test.ndcg", "valid.auc", "best_epoch", "epochs"):
+        assert resumed[key] == full[key], key
+    return full

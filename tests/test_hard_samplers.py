@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import chance_threshold, random_frame
+from conftest import assert_trains_and_resumes_exactly, chance_threshold, random_frame
 from scipy import stats
 
 from reinforcens.config import TrainConfig
@@ -20,7 +20,6 @@ from reinforcens.data.prepared import prepare
 from reinforcens.errors import ConfigError
 from reinforcens.models.gmf import GMF
 from reinforcens.samplers import SamplerContext, make_sampler, sampler_config
-from reinforcens.train import Trainer
 from reinforcens.training_data import TrainingData
 
 BACKENDS = ["torch", "numba"]
@@ -234,21 +233,5 @@ def test_trains_above_chance_and_resumes_exactly(
     cfg = TrainConfig.build(
         model=model, sampler=sampler, epochs=12, min_steps=0, batch_size=512, lr=0.01, backend=backend
     )
-    full = Trainer(tiny_prepared, cfg, tmp_path / "full", progress=False).fit()
+    full = assert_trains_and_resumes_exactly(tiny_prepared, cfg, tmp_path, monkeypatch, crash_at=5)
     assert full["valid.auc"] > floor and full["test.auc"] > floor
-    calls = {"n": 0}
-    original = Trainer.train_epoch
-
-    def crash(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "train_epoch", crash)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(tiny_prepared, cfg, tmp_path / "cut", progress=False).fit()
-    monkeypatch.setattr(Trainer, "train_epoch", original)
-    resumed = Trainer(tiny_prepared, cfg, tmp_path / "cut", progress=False, resume=True).fit()
-    for key in ("test.auc", "test.ndcg", "valid.auc", "best_epoch", "epochs"):
-        assert resumed[key] == full[key], key

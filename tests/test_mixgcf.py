@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from conftest import chance_threshold, random_frame
+from conftest import assert_trains_and_resumes_exactly, chance_threshold, random_frame
 from scipy import stats
 
 from reinforcens.config import TrainConfig
@@ -24,7 +24,6 @@ from reinforcens.models.gmf import MF
 from reinforcens.models.lightgcn import LightGCN
 from reinforcens.samplers import SamplerContext, make_sampler, sampler_config
 from reinforcens.samplers.base import Mixture
-from reinforcens.train import Trainer
 from reinforcens.training_data import TrainingData
 
 BACKENDS = ["torch", "numba"]
@@ -201,24 +200,8 @@ def test_mixgcf_trains_above_chance_and_resumes_exactly(tiny_prepared, tmp_path,
         model=model, sampler="mixgcf", epochs=10, min_steps=0, batch_size=512, lr=0.01, backend=backend,
         sampler_options={"n_candidates": 16},
     )  # fmt: skip
-    full = Trainer(tiny_prepared, cfg, tmp_path / "full", progress=False).fit()
+    full = assert_trains_and_resumes_exactly(tiny_prepared, cfg, tmp_path, monkeypatch, crash_at=4)
     assert full["valid.auc"] > floor and full["test.auc"] > floor
-    calls = {"n": 0}
-    original = Trainer.train_epoch
-
-    def crash(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "train_epoch", crash)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(tiny_prepared, cfg, tmp_path / "cut", progress=False).fit()
-    monkeypatch.setattr(Trainer, "train_epoch", original)
-    resumed = Trainer(tiny_prepared, cfg, tmp_path / "cut", progress=False, resume=True).fit()
-    for key in ("test.auc", "test.ndcg", "valid.auc", "best_epoch", "epochs"):
-        assert resumed[key] == full[key], key
 
 
 @pytest.mark.parametrize("model", ["mf", "lightgcn"])

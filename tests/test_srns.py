@@ -15,7 +15,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from conftest import chance_threshold, random_frame
+from conftest import assert_trains_and_resumes_exactly, chance_threshold, random_frame
 from scipy import stats
 
 from reinforcens.config import TrainConfig
@@ -24,7 +24,6 @@ from reinforcens.data.prepared import prepare
 from reinforcens.errors import ConfigError
 from reinforcens.models.gmf import GMF
 from reinforcens.samplers import SamplerContext, make_sampler, sampler_config
-from reinforcens.train import Trainer
 from reinforcens.training_data import TrainingData
 
 BACKENDS = ["torch", "numba"]
@@ -356,24 +355,8 @@ def test_trains_above_chance_and_resumes_exactly(tiny_prepared, floor, tmp_path,
         model=model, sampler="srns", epochs=12, min_steps=0, batch_size=512, lr=0.01, backend=backend,
         sampler_options={"alpha_warmup": 3.0, "pool_size": 500},
     )  # fmt: skip
-    full = Trainer(tiny_prepared, cfg, tmp_path / "full", progress=False).fit()
+    full = assert_trains_and_resumes_exactly(tiny_prepared, cfg, tmp_path, monkeypatch, crash_at=5)
     assert full["valid.auc"] > floor and full["test.auc"] > floor
-    calls = {"n": 0}
-    original = Trainer.train_epoch
-
-    def crash(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "train_epoch", crash)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(tiny_prepared, cfg, tmp_path / "cut", progress=False).fit()
-    monkeypatch.setattr(Trainer, "train_epoch", original)
-    resumed = Trainer(tiny_prepared, cfg, tmp_path / "cut", progress=False, resume=True).fit()
-    for key in ("test.auc", "test.ndcg", "valid.auc", "best_epoch", "epochs"):
-        assert resumed[key] == full[key], key
 
 
 def test_srns_refuses_data_parallel_training(prepared):
