@@ -506,7 +506,7 @@ class Trainer:
     def _state(self, model: Recommender, sampler: NegativeSampler, epoch: int, valid: dict) -> dict[str, Any]:
         return {
             "recommender": {k: v.detach().clone() for k, v in model.state_dict().items()},
-            "sampler": _clone(sampler.state_dict()),
+            "sampler": _clone(sampler.model_state_dict()),
             "epoch": epoch,
             "valid": {k: float(v) for k, v in valid.items()},
             "config": self.config.to_json(),

@@ -183,5 +183,15 @@ class NegativeSampler:
     def state_dict(self) -> dict[str, Any]:
         return {}
 
+    def model_state_dict(self) -> dict[str, Any]:
+        """The part of :meth:`state_dict` that the trained model needs (its ranking model, see
+        :meth:`ranking_model`): kept with the best epoch (``best.pt``) and loaded for evaluation.
+
+        All of it by default. A sampler whose state only steers training (SRNS's memory and score
+        records) returns ``{}``, so that the best state neither copies nor writes it; ``last.pt`` keeps
+        the whole :meth:`state_dict` for resuming.
+        """
+        return self.state_dict()
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         return None

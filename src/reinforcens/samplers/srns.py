@@ -120,8 +120,9 @@ class SRNSSampler(NegativeSampler):
     epochs, ``(H + 1) * V * (4 + 4 * H)`` bytes, plus ``S1`` int64 memory positions; per training click
     ``H`` float32 records of the positive's score. With the defaults (``V = 3000``, ``H = 5``,
     ``S1 = 8``) that is ``6 * 3000 * 24 + 8 * 8 = 432,064`` bytes per user and 20 bytes per click
-    (:meth:`state_bytes` computes it from the tensors kept). The trainer keeps a copy of this state with
-    its best epoch.
+    (:meth:`state_bytes` computes it from the tensors kept). ``last.pt`` holds this state (written every
+    epoch, for an exact resume); ``best.pt`` and the trainer's copy of the best epoch do not
+    (:meth:`model_state_dict` is empty: the ranking model is the recommender alone).
 
     Cost: per batch, the scores of ``S1`` memory items per row and ``S1 + S2`` items per distinct user
     (:meth:`reinforcens.ops.base.Ops.variance_choice` and :meth:`~reinforcens.ops.base.Ops.softmax_subset`,
@@ -208,6 +209,10 @@ class SRNSSampler(NegativeSampler):
             "pool_scores": self.pool_scores.clone(),
             "pos_scores": self.pos_scores.clone(),
         }
+
+    def model_state_dict(self) -> dict[str, Any]:
+        """Nothing: the memory and records steer training only (``last.pt`` keeps them)."""
+        return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output.
