@@ -6,7 +6,7 @@
 # 1. the trainer and sampler-contract tests (CPU, as in CI) - they must pass on that machine too;
 # 2. every sampler with every model (gmf, mf, lightgcn) trains 2 epochs end to end on the simulator's
 #    `tiny` preset with --device cuda;
-# 3. `reinforcens bench --preset small --device cuda --repeats 3 --methods bpr,dns,rns30,eval_lists
+# 3. `reinforcens bench --preset small --device cuda --repeats 3 --methods bpr,dns,rns30,rns30fast,eval_lists
 #    --model M` for each model M -> $OUT/bench_gpu_small_M.json;
 # 4. `reinforcens bench --preset zhihu --device cuda --repeats 3` (GMF) -> $OUT/bench_gpu.json
 #    (implicit's BPR runs on the CPU in the same run, for the ratios).
@@ -79,7 +79,7 @@ rc=$?; cat "$OUT/cuda_smoke.log" | tail -30 | tee -a "$OUT/gpu_check.log"; log "
 for model in gmf mf lightgcn; do
     log "3/4 bench --preset small --device cuda --model $model"
     timeout 70 "$PY" -m reinforcens bench --preset small --device cuda --repeats 3 --model "$model" \
-        --methods bpr,dns,rns30,eval_lists --cache "$CACHE" --out "$OUT/bench_gpu_small_$model.json" 2>&1 \
+        --methods bpr,dns,rns30,rns30fast,eval_lists --cache "$CACHE" --out "$OUT/bench_gpu_small_$model.json" 2>&1 \
         | tee "$OUT/bench_small_$model.log" | grep -v "^run " | tee -a "$OUT/gpu_check.log"
     rc=${PIPESTATUS[0]}; log "bench small $model exit $rc"; [ $rc -eq 0 ] || status=1
 done

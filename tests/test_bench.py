@@ -56,7 +56,7 @@ def test_bench_command_on_tiny(bench_cache, tmp_path, capsys):
     assert code == 0
     result = json.loads(out.read_text())
     assert result["preset"] == "tiny" and result["mode"] == "timing"
-    for name in ("bpr", "dns", "rns30", "rns100", "eval_lists"):
+    for name in ("bpr", "dns", "rns30", "rns100", "rns30fast", "eval_lists"):
         t = result["times"][name]
         assert len(t["runs"]) == 1 and t["median"] > 0
     assert result["ratios"]["rns30_vs_bpr"] > 0

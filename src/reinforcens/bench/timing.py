@@ -4,9 +4,10 @@ Timed methods (:data:`METHODS`):
 
 * ``implicit``: one epoch of :class:`implicit.cpu.bpr.BayesianPersonalizedRanking` (factors 32), if
   the optional ``bench`` extra is installed;
-* ``bpr``, ``dns``, ``rns30``, ``rns100``: one :meth:`reinforcens.train.Trainer.train_epoch` of the
-  run's model (BPR-GMF by default) with uniform, DNS and RNS negatives (``N_s`` = 30 and 100, MMD on),
-  built from the public training API (:func:`build_method`);
+* ``bpr``, ``dns``, ``rns30``, ``rns100``, ``rns30fast``: one :meth:`reinforcens.train.Trainer.train_epoch`
+  of the run's model (BPR-GMF by default) with uniform, DNS and RNS negatives (``N_s`` = 30 and 100,
+  MMD on; ``rns30fast``: the ``rns-fast`` sampler, RNS's approximations), built from the public
+  training API (:func:`build_method`);
 * ``eval_lists``: the list AUC/NDCG of every test user (:func:`reinforcens.evaluation.evaluate_lists`).
 
 Each method is warmed up first (our methods on a few batches); the methods then run interleaved,
@@ -40,13 +41,14 @@ if TYPE_CHECKING:
     from reinforcens.samplers import NegativeSampler
     from reinforcens.train import Trainer
 
-METHODS = ("implicit", "bpr", "dns", "rns30", "rns100", "eval_lists")
+METHODS = ("implicit", "bpr", "dns", "rns30", "rns100", "rns30fast", "eval_lists")
 #: sampler name and options of each of our timed methods
 OUR_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "bpr": ("uniform", {}),
     "dns": ("dns", {}),
     "rns30": ("rns", {"n_candidates": 30}),
     "rns100": ("rns", {"n_candidates": 100}),
+    "rns30fast": ("rns-fast", {"n_candidates": 30}),
 }
 
 

@@ -13,7 +13,7 @@ import torch
 from pydantic import ValidationError
 
 from reinforcens.errors import ConfigError
-from reinforcens.samplers.adversarial import KBGANSampler, RNSESSampler, RNSSampler
+from reinforcens.samplers.adversarial import KBGANSampler, RNSESSampler, RNSFastSampler, RNSSampler
 from reinforcens.samplers.ahns import AHNSSampler
 from reinforcens.samplers.base import (
     Negatives,
@@ -46,6 +46,7 @@ SAMPLERS: dict[str, type[NegativeSampler]] = {
     "irgan": IRGANSampler,
     "rns": RNSSampler,
     "rns-es": RNSESSampler,
+    "rns-fast": RNSFastSampler,
     "dns-mn": DNSMNSampler,
     "softmax": SoftmaxSampler,
     "srns": SRNSSampler,

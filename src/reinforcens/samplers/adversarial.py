@@ -24,7 +24,7 @@ import torch
 from pydantic import Field
 
 from reinforcens.losses import l2_penalty, reinforce_loss
-from reinforcens.mmd import DEFAULT_BANDWIDTHS, median_bandwidths
+from reinforcens.mmd import DEFAULT_BANDWIDTHS, median_bandwidths, rff_mmd_reward
 from reinforcens.models.base import Recommender
 from reinforcens.samplers.base import Negatives, NegativeSampler, SamplerConfig
 
@@ -58,6 +58,20 @@ class RNSConfig(SamplerConfig):
         "pretrained",
         description="start the sampler from the pretrained recommender's embeddings (the paper's "
         "set-up) or from a random initialisation (a policy close to uniform over the candidates)",
+    )
+    mmd: Literal["exact", "rff"] = Field(
+        "exact",
+        description="'exact': the MMD reward from every pair of the batch's features (the paper's); "
+        "'rff': an approximation from --rff-features random Fourier features, linear in the batch",
+    )
+    rff_features: int = Field(
+        256, ge=1, description="with --mmd rff: random frequencies in all, shared among the bandwidths"
+    )
+    policy_gradient: Literal["exact", "sampled"] = Field(
+        "exact",
+        description="'exact': the REINFORCE gradient reaches all N_s candidates' rows (the paper's); "
+        "'sampled': an unbiased estimate from one more draw of the policy, which moves two item "
+        "rows per positive",
     )
 
 
@@ -187,7 +201,10 @@ class RNSSampler(NegativeSampler):
                     bw = c.bandwidths
                     if c.bandwidth_scale == "median":
                         bw = median_bandwidths(gen, exp_feat, c.bandwidths)
-                    out["mmd"] = self.data.ops.mmd_reward(gen, exp_feat, bw)
+                    if c.mmd == "rff":
+                        out["mmd"] = rff_mmd_reward(gen, exp_feat, bw, c.rff_features, self.generator)
+                    else:
+                        out["mmd"] = self.data.ops.mmd_reward(gen, exp_feat, bw)
             else:
                 out["mmd"] = torch.zeros_like(out["overlap"])
         return out
@@ -244,10 +261,54 @@ class RNSSampler(NegativeSampler):
         and ``h``'s gradients. It equals the autograd path of :meth:`update` (tested).
         """
         assert negatives.policy is not None and negatives.candidates is not None
+        if self.config.policy_gradient == "sampled":
+            self._sampled_reinforce_step(users, negatives, rewards)
+            return
         self.data.ops.reinforce_step(
             self.optimizer, users, negatives.candidates, negatives.policy, rewards, self.l2,
             self.config.temperature,
         )  # fmt: skip
+
+    def _sampled_reinforce_step(self, users: torch.Tensor, negatives: Negatives, rewards: torch.Tensor):
+        """The REINFORCE step of ``policy_gradient="sampled"``: the exact step's gradient with
+        ``pi_bc`` replaced by ``1[c = c'_b]``, ``c'_b`` one more draw from the policy.
+
+        ``dL/dz_bc = R_b (pi_bc - 1[c = j_b]) / T`` becomes ``R_b (1[c = c'_b] - 1[c = j_b]) / T``, whose
+        expectation over ``c'_b ~ pi_b`` is the exact value, so the gradients of the rows and of ``h``
+        (linear in ``dL/dz``) are unbiased. With ``g_b = R_b / T``:
+        ``grad p_u = g_b h * (q_c' - q_j) + l2 p_u``, ``grad q_c' = g_b h * p_u``,
+        ``grad q_j = -g_b h * p_u + l2 q_j``, ``grad h = sum_b g_b p_u * (q_c' - q_j)``. The row-wise Adam
+        then moves the user's row and two item rows per positive instead of N_s; the untouched
+        candidates keep their moments (lazy Adam), so the steps are not those of the exact gradient's
+        Adam in expectation: an approximation, to be checked by its results.
+        """
+        assert negatives.policy is not None and negatives.candidates is not None
+        cands, policy = negatives.candidates, negatives.policy
+        with torch.no_grad():
+            cdf = policy.log_softmax.to(torch.float64).exp().cumsum(1)
+            u = torch.rand(
+                (cands.shape[0], 1), generator=self.generator, device=cdf.device, dtype=torch.float64
+            )
+            other = torch.searchsorted(cdf, u * cdf[:, -1:]).clamp_(max=cands.shape[1] - 1)
+            j = cands.gather(1, policy.choice).squeeze(1)
+            c2 = cands.gather(1, other).squeeze(1)
+            model = self.model
+            pu = model.user.weight.index_select(0, users)
+            qj = model.item.weight.index_select(0, j)
+            qc = model.item.weight.index_select(0, c2)
+            h = model.h.detach()
+            g = rewards.to(pu.dtype).div(self.config.temperature).unsqueeze(1)
+            dq = qc - qj
+            grad_h = (g * pu * dq).sum(0)
+            grad_pu = g * h * dq
+            grad_c = g * h * pu
+            grad_j = -grad_c
+            if self.l2 > 0:
+                grad_pu.add_(pu, alpha=self.l2)
+                grad_j.add_(qj, alpha=self.l2)
+            self.data.ops.step_rows(
+                self.optimizer, users, grad_pu, torch.cat([c2, j]), torch.cat([grad_c, grad_j]), grad_h
+            )
 
     def epoch_end(self) -> dict[str, float]:
         sums = self.data.ops.all_sum(self._sums).cpu()  # over the ranks of a data-parallel run
@@ -314,6 +375,36 @@ class RNSESSampler(RNSSampler):
         "n_candidates": tuple(range(10, 151, 10)),
         "beta": tuple(round(0.1 * i, 1) for i in range(10)),
     }
+
+
+class RNSFastConfig(RNSConfig):
+    mmd: Literal["exact", "rff"] = Field(
+        "rff",
+        description="'exact': the MMD reward from every pair of the batch's features (the paper's); "
+        "'rff': an approximation from --rff-features random Fourier features, linear in the batch",
+    )
+    policy_gradient: Literal["exact", "sampled"] = Field(
+        "sampled",
+        description="'exact': the REINFORCE gradient reaches all N_s candidates' rows (the paper's); "
+        "'sampled': an unbiased estimate from one more draw of the policy, which moves two item "
+        "rows per positive",
+    )
+
+
+class RNSFastSampler(RNSSampler):
+    """RNS with its two costliest steps approximated: the MMD reward from random Fourier features
+    (:func:`reinforcens.mmd.rff_mmd_reward`) and a sampled REINFORCE gradient
+    (:meth:`RNSSampler._sampled_reinforce_step`). Everything else is RNS's."""
+
+    name = "rns-fast"
+    Config = RNSFastConfig
+    label = "RNS-fast"
+    summary = (
+        "RNS with approximations: the MMD reward from random Fourier features and a sampled "
+        "policy gradient that moves 2 of the N_s candidates' rows"
+    )
+    defining_options = ("mmd", "policy_gradient")
+    paper_order = None
 
 
 class KBGANConfig(RNSConfig):

@@ -1,0 +1,124 @@
+"""RNS's two approximations (``--mmd rff``, ``--policy-gradient sampled``) and the ``rns-fast`` sampler.
+
+Oracles: the MMD reward from Gaussian kernels summed pair by pair in plain Python, and the REINFORCE
+gradient from torch autograd of ``-R log_softmax(z / T)[j] + 0.5 l2 (|p_u|^2 + |q_j|^2)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_trains_and_resumes_exactly, chance_threshold
+from test_sampler_contract import build, model_for, sampler_for
+
+from reinforcens.config import TrainConfig
+from reinforcens.errors import ConfigError
+from reinforcens.mmd import rff_mmd_reward
+from reinforcens.samplers import sampler_config
+
+
+def _reward_by_pairs(gen: torch.Tensor, exp: torch.Tensor, bw) -> list[float]:
+    """``2 mean_e k(e, g_b) - 2 mean_g k(g, g_b)``, one pair at a time."""
+
+    def k(a, b):
+        d2 = sum((float(x) - float(y)) ** 2 for x, y in zip(a, b, strict=True))
+        return sum(math.exp(-d2 / (2 * s * s)) for s in bw)
+
+    return [2 * sum(k(e, g) for e in exp) / len(exp) - 2 * sum(k(h, g) for h in gen) / len(gen) for g in gen]
+
+
+def test_rff_reward_is_an_unbiased_estimate_whose_error_falls_with_the_features():
+    g = torch.Generator().manual_seed(0)
+    gen, exp = torch.randn(12, 4, generator=g) * 0.8, torch.randn(9, 4, generator=g) * 0.8 + 0.5
+    bw = (0.7, 1.0, 1.5)
+    want = np.array(_reward_by_pairs(gen, exp, bw))
+    assert np.abs(want).max() > 0.05  # a reward that is not trivially zero
+
+    def draws(n_features, n):
+        stream = torch.Generator().manual_seed(1)
+        return np.stack([rff_mmd_reward(gen, exp, bw, n_features, stream).double().numpy() for _ in range(n)])
+
+    few = draws(30, 3000)  # many cheap estimates: their mean converges to the exact reward
+    se = few.std(0, ddof=1) / math.sqrt(few.shape[0])
+    assert np.all(np.abs(few.mean(0) - want) < 5 * se + 1e-9)
+    err_few = np.abs(few[:20] - want).mean()
+    err_many = np.abs(draws(30000, 20) - want).mean()
+    assert err_many < err_few / 10  # 1000x the features: about 1/sqrt(1000) of the error
+
+
+def test_rff_reward_is_zero_without_exposed_features_and_keeps_the_dtype():
+    gen = torch.randn(5, 3)
+    stream = torch.Generator().manual_seed(0)
+    r = rff_mmd_reward(gen, gen[:0], (1.0,), 64, stream)
+    assert torch.equal(r, torch.zeros(5)) and r.dtype == torch.float32
+    assert rff_mmd_reward(gen, gen, (1.0,), 64, stream).dtype == torch.float32
+
+
+def _autograd_gradient(s, users, cands, choice, rewards, temperature):
+    """The exact REINFORCE gradient of the policy's tables and ``h`` by autograd."""
+    m = s.model
+    pu = m.user.weight.detach().clone().requires_grad_(True)
+    q = m.item.weight.detach().clone().requires_grad_(True)
+    h = m.h.detach().clone().requires_grad_(True)
+    z = (pu[users].unsqueeze(1) * h * q[cands]).sum(2) / temperature
+    logp = torch.log_softmax(z, 1).gather(1, choice).squeeze(1)
+    j = cands.gather(1, choice).squeeze(1)
+    loss = -(rewards * logp).sum() + 0.5 * s.l2 * ((pu[users] ** 2).sum() + (q[j] ** 2).sum())
+    loss.backward()
+    return pu.grad.double(), q.grad.double(), h.grad.double()
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_sampled_policy_gradient_is_unbiased_for_the_exact_one(monkeypatch, temperature):
+    _, td = build(3)
+    s = sampler_for("rns", td, options={"policy_gradient": "sampled", "temperature": temperature})
+    s.l2 = 0.01
+    m = model_for(td)
+    users = td.pos_users[:40]
+    neg = s.sample(users, td.pos_items[:40], m)
+    rewards = torch.linspace(-1.0, 1.5, users.numel())
+    want = _autograd_gradient(s, users, neg.candidates, neg.policy.choice, rewards, temperature)
+
+    captured = []
+
+    def capture(opt, us, ug, items, ig, hg):
+        gu = torch.zeros(td.n_users, ug.shape[1], dtype=torch.float64).index_add_(0, us, ug.double())
+        gi = torch.zeros(td.n_items, ig.shape[1], dtype=torch.float64).index_add_(0, items, ig.double())
+        captured.append((gu, gi, hg.double()))
+        assert items.numel() == 2 * users.numel()  # two item rows per positive, not N_s
+
+    monkeypatch.setattr(s.data.ops, "step_rows", capture)
+    for _ in range(4000):
+        s._reinforce_step(users, neg, rewards)
+    for k, exact in enumerate(want):
+        draws = torch.stack([c[k] for c in captured])
+        se = draws.std(0) / math.sqrt(draws.shape[0])
+        assert torch.all((draws.mean(0) - exact).abs() <= 5 * se + 1e-6), k
+        assert float(exact.abs().max()) > 1e-3
+
+
+def test_rns_fast_is_rns_with_both_approximations_and_options_are_checked():
+    fast = sampler_config("rns-fast", {})
+    assert (fast.mmd, fast.policy_gradient) == ("rff", "sampled")
+    exact = sampler_config("rns", {})
+    assert (exact.mmd, exact.policy_gradient) == ("exact", "exact")
+    for key, value in (("mmd", "fourier"), ("policy_gradient", "approx"), ("rff_features", 0)):
+        with pytest.raises(ConfigError, match=key):
+            sampler_config("rns", {key: value})
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+@pytest.mark.parametrize("model", ["gmf", "mf"])
+def test_rns_fast_trains_above_chance_and_resumes_exactly(
+    tiny_prepared, tmp_path, monkeypatch, model, backend
+):
+    cfg = TrainConfig.build(
+        model=model, sampler="rns-fast", epochs=10, pretrain_epochs=4, min_steps=0, batch_size=512,
+        lr=0.01, backend=backend,
+    )  # fmt: skip
+    full = assert_trains_and_resumes_exactly(tiny_prepared, cfg, tmp_path, monkeypatch, crash_at=6)
+    floor = chance_threshold(tiny_prepared)
+    assert full["valid.auc"] > floor and full["test.auc"] > floor
