@@ -17,7 +17,9 @@ from test_sampler_contract import build, model_for, sampler_for
 from reinforcens.config import TrainConfig
 from reinforcens.errors import ConfigError
 from reinforcens.mmd import rff_mmd_reward
+from reinforcens.ops.base import SoftmaxChoice
 from reinforcens.samplers import sampler_config
+from reinforcens.samplers.base import Negatives
 
 
 def _reward_by_pairs(gen: torch.Tensor, exp: torch.Tensor, bw) -> list[float]:
@@ -85,6 +87,7 @@ def test_sampled_policy_gradient_is_unbiased_for_the_exact_one(monkeypatch, temp
     captured = []
 
     def capture(opt, us, ug, items, ig, hg):
+        items, ig = items.reshape(-1), ig.reshape(-1, ig.shape[-1])
         gu = torch.zeros(td.n_users, ug.shape[1], dtype=torch.float64).index_add_(0, us, ug.double())
         gi = torch.zeros(td.n_items, ig.shape[1], dtype=torch.float64).index_add_(0, items, ig.double())
         captured.append((gu, gi, hg.double()))
@@ -122,3 +125,41 @@ def test_rns_fast_trains_above_chance_and_resumes_exactly(
     full = assert_trains_and_resumes_exactly(tiny_prepared, cfg, tmp_path, monkeypatch, crash_at=6)
     floor = chance_threshold(tiny_prepared)
     assert full["valid.auc"] > floor and full["test.auc"] > floor
+
+
+def test_rff_reward_keeps_its_precision_in_float32_with_the_papers_wide_bandwidths():
+    # features of norm about 0.4 against bandwidths 19-23: every kernel value is within 1e-3 of 1
+    g = torch.Generator().manual_seed(2)
+    gen, exp = torch.randn(10, 8, generator=g) * 0.15, torch.randn(10, 8, generator=g) * 0.15 + 0.1
+    bw = (19.0, 20.0, 21.0, 22.0, 23.0)
+    want = np.array(_reward_by_pairs(gen.double(), exp.double(), bw))
+    stream = torch.Generator().manual_seed(3)
+    draws = np.stack([rff_mmd_reward(gen, exp, bw, 50, stream).double().numpy() for _ in range(4000)])
+    se = draws.std(0, ddof=1) / math.sqrt(draws.shape[0])
+    assert np.all(np.abs(draws.mean(0) - want) < 5 * se + 1e-9)
+    assert np.abs(want).max() < 1e-2 and np.abs(want).min() > 0
+
+
+def test_sampled_step_is_the_same_on_both_backends():
+    _, td_t = build(4, n_items=400)
+    _, td_n = build(4, n_items=400, backend="numba")
+    opts = {"policy_gradient": "sampled", "temperature": 0.7}
+    st, sn = sampler_for("rns", td_t, options=opts), sampler_for("rns", td_n, options=opts)
+    st.l2 = sn.l2 = 0.01
+    sn.model.load_state_dict(st.model.state_dict())
+    users = td_t.pos_users[:64]
+    neg = st.sample(users, td_t.pos_items[:64], model_for(td_t))
+    bare = Negatives(
+        neg.items, neg.log_probs, candidates=neg.candidates,
+        policy=SoftmaxChoice(neg.policy.log_softmax, neg.policy.choice),
+    )  # fmt: skip
+    rewards = torch.linspace(-1.0, 1.0, 64)
+    before = st.model.item.weight.detach().clone()
+    for s, n in ((st, neg), (sn, bare)):
+        s.generator.manual_seed(7)
+        s._reinforce_step(users, n, rewards)
+    moved = set(torch.nonzero((st.model.item.weight - before).abs().sum(1) > 0).flatten().tolist())
+    for name, a in st.model.state_dict().items():
+        assert torch.allclose(a, sn.model.state_dict()[name], atol=1e-6), name
+    # two item rows per positive at most: the chosen one and one more draw among its candidates
+    assert 0 < len(moved) <= 2 * 64 < len(set(neg.candidates.flatten().tolist()))

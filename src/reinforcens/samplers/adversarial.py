@@ -26,6 +26,7 @@ from pydantic import Field
 from reinforcens.losses import l2_penalty, reinforce_loss
 from reinforcens.mmd import DEFAULT_BANDWIDTHS, median_bandwidths, rff_mmd_reward
 from reinforcens.models.base import Recommender
+from reinforcens.ops.base import SoftmaxChoice
 from reinforcens.samplers.base import Negatives, NegativeSampler, SamplerConfig
 
 
@@ -65,7 +66,7 @@ class RNSConfig(SamplerConfig):
         "'rff': an approximation from --rff-features random Fourier features, linear in the batch",
     )
     rff_features: int = Field(
-        256, ge=1, description="with --mmd rff: random frequencies in all, shared among the bandwidths"
+        64, ge=1, description="with --mmd rff: random frequencies in all, shared among the bandwidths"
     )
     policy_gradient: Literal["exact", "sampled"] = Field(
         "exact",
@@ -275,40 +276,33 @@ class RNSSampler(NegativeSampler):
 
         ``dL/dz_bc = R_b (pi_bc - 1[c = j_b]) / T`` becomes ``R_b (1[c = c'_b] - 1[c = j_b]) / T``, whose
         expectation over ``c'_b ~ pi_b`` is the exact value, so the gradients of the rows and of ``h``
-        (linear in ``dL/dz``) are unbiased. With ``g_b = R_b / T``:
-        ``grad p_u = g_b h * (q_c' - q_j) + l2 p_u``, ``grad q_c' = g_b h * p_u``,
-        ``grad q_j = -g_b h * p_u + l2 q_j``, ``grad h = sum_b g_b p_u * (q_c' - q_j)``. The row-wise Adam
-        then moves the user's row and two item rows per positive instead of N_s; the untouched
-        candidates keep their moments (lazy Adam), so the steps are not those of the exact gradient's
-        Adam in expectation: an approximation, to be checked by its results.
+        (linear in ``dL/dz``) are unbiased. It is the exact step (:meth:`reinforcens.ops.Ops.
+        reinforce_step`) over the two candidates ``(c'_b, j_b)`` with the policy ``(1, 0)`` and ``j_b``
+        chosen: with ``g_b = R_b / T``, ``grad p_u = g_b h * (q_c' - q_j) + l2 p_u``,
+        ``grad q_c' = g_b h * p_u``, ``grad q_j = -g_b h * p_u + l2 q_j``,
+        ``grad h = sum_b g_b p_u * (q_c' - q_j)``. The row-wise Adam then moves the user's row and two
+        item rows per positive instead of N_s; the other candidates keep their moments (lazy Adam), so
+        the steps are not those of the exact gradient's Adam in expectation: an approximation, to be
+        judged by its results.
         """
         assert negatives.policy is not None and negatives.candidates is not None
         cands, policy = negatives.candidates, negatives.policy
         with torch.no_grad():
-            cdf = policy.log_softmax.to(torch.float64).exp().cumsum(1)
-            u = torch.rand(
-                (cands.shape[0], 1), generator=self.generator, device=cdf.device, dtype=torch.float64
-            )
-            other = torch.searchsorted(cdf, u * cdf[:, -1:]).clamp_(max=cands.shape[1] - 1)
-            j = cands.gather(1, policy.choice).squeeze(1)
-            c2 = cands.gather(1, other).squeeze(1)
-            model = self.model
-            pu = model.user.weight.index_select(0, users)
-            qj = model.item.weight.index_select(0, j)
-            qc = model.item.weight.index_select(0, c2)
-            h = model.h.detach()
-            g = rewards.to(pu.dtype).div(self.config.temperature).unsqueeze(1)
-            dq = qc - qj
-            grad_h = (g * pu * dq).sum(0)
-            grad_pu = g * h * dq
-            grad_c = g * h * pu
-            grad_j = -grad_c
-            if self.l2 > 0:
-                grad_pu.add_(pu, alpha=self.l2)
-                grad_j.add_(qj, alpha=self.l2)
-            self.data.ops.step_rows(
-                self.optimizer, users, grad_pu, torch.cat([c2, j]), torch.cat([grad_c, grad_j]), grad_h
-            )
+            cdf = policy.log_softmax.to(torch.float64).exp_().cumsum_(1)
+            u = torch.rand((cands.shape[0], 1), generator=self.generator, device=cdf.device, dtype=cdf.dtype)
+            other = torch.searchsorted(cdf, u.mul_(cdf[:, -1:])).clamp_(max=cands.shape[1] - 1)
+            pair = torch.cat([other, policy.choice], dim=1)  # (B, 2): c' then j
+            log_p = torch.zeros(pair.shape, dtype=policy.log_softmax.dtype, device=pair.device)
+            log_p[:, 1] = -1e4  # pi = (1, 0): exp underflows to 0
+            rows = None
+            if policy.item_rows is not None:  # the torch backend's step takes the rows of the draw
+                k = policy.item_rows.shape[2]
+                rows = policy.item_rows.gather(1, pair.unsqueeze(2).expand(-1, -1, k))
+            drawn = SoftmaxChoice(log_p, torch.ones_like(policy.choice), policy.user_rows, rows)
+            self.data.ops.reinforce_step(
+                self.optimizer, users, cands.gather(1, pair), drawn, rewards, self.l2,
+                self.config.temperature,
+            )  # fmt: skip
 
     def epoch_end(self) -> dict[str, float]:
         sums = self.data.ops.all_sum(self._sums).cpu()  # over the ranks of a data-parallel run
@@ -378,16 +372,9 @@ class RNSESSampler(RNSSampler):
 
 
 class RNSFastConfig(RNSConfig):
-    mmd: Literal["exact", "rff"] = Field(
-        "rff",
-        description="'exact': the MMD reward from every pair of the batch's features (the paper's); "
-        "'rff': an approximation from --rff-features random Fourier features, linear in the batch",
-    )
+    mmd: Literal["exact", "rff"] = Field("rff", description=RNSConfig.model_fields["mmd"].description)
     policy_gradient: Literal["exact", "sampled"] = Field(
-        "sampled",
-        description="'exact': the REINFORCE gradient reaches all N_s candidates' rows (the paper's); "
-        "'sampled': an unbiased estimate from one more draw of the policy, which moves two item "
-        "rows per positive",
+        "sampled", description=RNSConfig.model_fields["policy_gradient"].description
     )
 
 
