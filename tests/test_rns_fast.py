@@ -6,6 +6,7 @@ gradient from torch autograd of ``-R log_softmax(z / T)[j] + 0.5 l2 (|p_u|^2 + |
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -103,9 +104,9 @@ def test_sampled_policy_gradient_is_unbiased_for_the_exact_one(monkeypatch, temp
         assert float(exact.abs().max()) > 1e-3
 
 
-def test_rns_fast_is_rns_with_both_approximations_and_options_are_checked():
+def test_rns_fast_is_rns_with_the_rff_reward_and_options_are_checked():
     fast = sampler_config("rns-fast", {})
-    assert (fast.mmd, fast.policy_gradient) == ("rff", "sampled")
+    assert (fast.mmd, fast.policy_gradient) == ("rff", "exact")
     exact = sampler_config("rns", {})
     assert (exact.mmd, exact.policy_gradient) == ("exact", "exact")
     for key, value in (("mmd", "fourier"), ("policy_gradient", "approx"), ("rff_features", 0)):
@@ -115,11 +116,12 @@ def test_rns_fast_is_rns_with_both_approximations_and_options_are_checked():
 
 @pytest.mark.parametrize("backend", ["torch", "numba"])
 @pytest.mark.parametrize("model", ["gmf", "mf"])
-def test_rns_fast_trains_above_chance_and_resumes_exactly(
+def test_rns_fast_and_the_sampled_gradient_train_above_chance_and_resume_exactly(
     tiny_prepared, tmp_path, monkeypatch, model, backend
 ):
     cfg = TrainConfig.build(
-        model=model, sampler="rns-fast", epochs=10, pretrain_epochs=4, min_steps=0, batch_size=512,
+        model=model, sampler="rns-fast", sampler_options={"policy_gradient": "sampled"}, epochs=10,
+        pretrain_epochs=4, min_steps=0, batch_size=512,
         lr=0.01, backend=backend,
     )  # fmt: skip
     full = assert_trains_and_resumes_exactly(tiny_prepared, cfg, tmp_path, monkeypatch, crash_at=6)
@@ -163,3 +165,22 @@ def test_sampled_step_is_the_same_on_both_backends():
         assert torch.allclose(a, sn.model.state_dict()[name], atol=1e-6), name
     # two item rows per positive at most: the chosen one and one more draw among its candidates
     assert 0 < len(moved) <= 2 * 64 < len(set(neg.candidates.flatten().tolist()))
+
+
+def test_the_new_rns_options_changed_the_keys_of_old_rns_runs():
+    from reinforcens.experiments.runner import run_key
+    from reinforcens.rundir import config_differences
+
+    f = "fingerprint"
+    old = run_key("rns", "rns", {}, fingerprint=f)  # the key of a default run before these options
+    assert old == "rns-95596e29"
+    assert run_key("rns", "rns", {"sampler_options": {"mmd": "exact"}}, fingerprint=f) == old
+    assert run_key("rns", "rns", {"sampler_options": {"mmd": "rff"}}, fingerprint=f) != old
+    assert run_key("rns", "rns", {"sampler_options": {"policy_gradient": "sampled"}}, fingerprint=f) != old
+    mine = json.loads(TrainConfig.build(sampler="rns").to_json())
+    saved = json.loads(json.dumps(mine))
+    for key in ("mmd", "rff_features", "policy_gradient"):
+        del saved["sampler_options"][key]  # a config.json written before the options existed
+    assert config_differences(saved, mine) == []
+    saved["sampler_options"]["mmd"] = "rff"
+    assert config_differences(saved, mine) == ["sampler_options"]

@@ -134,7 +134,7 @@ def test_defining_options_of_today():
         "kbgan": ("alpha", "beta", "exposed_candidates", "hardness"),
         "irgan": ("alpha", "beta", "exposed_candidates", "hardness"),
         "rns-es": ("hardness",),
-        "rns-fast": ("mmd", "policy_gradient"),
+        "rns-fast": ("mmd",),
         "softmax": ("rho",),
         "srns": ("alpha", "temperature"),
         "ahns": ("alpha", "beta", "p"),

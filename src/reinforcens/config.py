@@ -32,11 +32,17 @@ def canonical_model_keys(values: dict[str, Any], sampler: str) -> dict[str, Any]
     """``values`` (a config's, as JSON) with the recommender keys in one form per run: the learned
     samplers' ``sampler_model`` resolved (static samplers have no model of their own), and each key
     dropped where it has the value of a config written before the keys existed (``model`` gmf,
-    ``layers`` 3, a GMF policy or none, ``optimizer`` adam). Two configs that train the same run compare
-    equal, and an old config equals today's default."""
+    ``layers`` 3, a GMF policy or none, ``optimizer`` adam), and the sampler options dropped where they
+    have the value of their sampler's runs before they existed (its config's ``legacy_options``). Two
+    configs that train the same run compare equal, and an old config equals today's default."""
     from reinforcens.samplers import SAMPLERS, canonical_name
 
     out = {k: v for k, v in values.items() if k not in MODEL_DEFAULTS}
+    legacy_opts = SAMPLERS[canonical_name(sampler)].Config.legacy_options
+    if legacy_opts and isinstance(out.get("sampler_options"), dict):
+        out["sampler_options"] = {
+            k: v for k, v in out["sampler_options"].items() if k not in legacy_opts or legacy_opts[k] != v
+        }
     keys = {k: values.get(k, v) for k, v in MODEL_DEFAULTS.items()}
     learned = SAMPLERS[canonical_name(sampler)].learned
     keys["sampler_model"] = _sampler_model(keys["model"], keys["sampler_model"]) if learned else "gmf"

@@ -6,8 +6,8 @@ Timed methods (:data:`METHODS`):
   the optional ``bench`` extra is installed;
 * ``bpr``, ``dns``, ``rns30``, ``rns100``, ``rns30fast``: one :meth:`reinforcens.train.Trainer.train_epoch`
   of the run's model (BPR-GMF by default) with uniform, DNS and RNS negatives (``N_s`` = 30 and 100,
-  MMD on; ``rns30fast``: the ``rns-fast`` sampler, RNS's approximations), built from the public
-  training API (:func:`build_method`);
+  MMD on; ``rns30fast``: the ``rns-fast`` sampler, the MMD from random Fourier features), built from
+  the public training API (:func:`build_method`);
 * ``eval_lists``: the list AUC/NDCG of every test user (:func:`reinforcens.evaluation.evaluate_lists`).
 
 Each method is warmed up first (our methods on a few batches); the methods then run interleaved,

@@ -28,6 +28,11 @@ from reinforcens.training_data import TrainingData
 class SamplerConfig(StrictModel):
     """Options of a sampler; each sampler subclasses this with its own fields."""
 
+    #: options added after runs of the sampler were made, with the value that trains those runs: at
+    #: that value an option is left out of a run's identity (:func:`reinforcens.config.canonical_model_keys`),
+    #: so that the runs made before it existed keep their keys and resume
+    legacy_options: ClassVar[dict[str, Any]] = {}
+
 
 @dataclass
 class Mixture:
