@@ -183,7 +183,7 @@ def rff_mmd_reward(
     are drawn from ``generator`` at every call, so their error is independent from one batch to the
     next.
 
-    Wide bandwidths put every ``cos`` within a hair of 1, whose differences float32 would lose; so
+    Wide bandwidths put every ``cos`` within a hair of 1, whose differences float32 could lose; so
     with ``t = w_d . x``, ``cos t = 1 + c(t)`` with ``c(t) = -2 sin^2(t / 2)`` and
     ``sin t = 2 sin(t / 2) cos(t / 2)``, and the reward is summed as
     ``2 / D * (sum_d dc_d + sum_d c_bd dc_d + sum_d sin_bd ds_d)``, ``dc`` and ``ds`` the differences
