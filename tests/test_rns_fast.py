@@ -129,7 +129,7 @@ def test_rns_fast_and_the_sampled_gradient_train_above_chance_and_resume_exactly
     assert full["valid.auc"] > floor and full["test.auc"] > floor
 
 
-def test_rff_reward_keeps_its_precision_in_float32_with_the_papers_wide_bandwidths():
+def test_rff_reward_is_unbiased_in_float32_with_the_papers_wide_bandwidths():
     # features of norm about 0.4 against bandwidths 19-23: every kernel value is within 1e-3 of 1
     g = torch.Generator().manual_seed(2)
     gen, exp = torch.randn(10, 8, generator=g) * 0.15, torch.randn(10, 8, generator=g) * 0.15 + 0.1
