@@ -165,7 +165,7 @@ def test_compiled_mmd_equals_kernel_definition(scale):
 @pytest.mark.parametrize("n", [1, 5])
 @pytest.mark.parametrize("exclude", [False, True])
 def test_compiled_uniform_draws_cover_exactly_the_allowed_items(n, exclude):
-    """One draw per row (hash-set rejection) and several (gap keys): exact support, uniform."""
+    """One draw per row (hash-set rejection) and several (bitmap rejection): exact support, uniform."""
     data, td = build(6, backend="numba")
     truth = Truth(data)
     gen = torch.Generator().manual_seed(0)
@@ -235,6 +235,71 @@ def test_exhausted_rejection_falls_back_to_the_exact_draw():
     out2 = kernels.sample_uniform(users, n, gaps, indptr, free_count, n_items, honest, 64 - 6, seed)
     assert not np.isin(out2, clicked).any()
     assert (out2.reshape(-1) != _gap_oracle(seed, ctr, free)).mean() > 0.5
+
+
+def _rejection_oracle(seed, ctr, blocked, n_items):
+    """A rejection draw by Python sets: the first of ``_below(seed, ctr + a, n_items)``, ``a < 32``,
+    not in ``blocked``; else the exact draw among the free items (counter ``ctr + 63``)."""
+    free = sorted(set(range(n_items)) - blocked)
+    if 2 * len(free) >= n_items:
+        for a in range(32):
+            j = int(kernels.random_below(seed, [ctr + a], n_items)[0])
+            if j not in blocked:
+                return j
+    return int(_gap_oracle(seed, [ctr + 63], free)[0])
+
+
+def _blocked_sets():
+    """Three users of 30 items: few blocked, all but one blocked (no rejection), none blocked."""
+    from reinforcens.training_data import _gap_keys
+
+    n_items = 30
+    blocked = [{0, 5, 6, 7, 29}, set(range(30)) - {13}, set()]
+    keys = np.array(sorted(u * n_items + i for u, s in enumerate(blocked) for i in s), dtype=np.int64)
+    indptr, gaps = _gap_keys(keys, len(blocked), n_items)
+    free = np.array([n_items - len(s) for s in blocked], dtype=np.int64)
+    return n_items, blocked, gaps, indptr, free
+
+
+def test_several_uniform_draws_per_row_are_the_rejection_draws_of_a_set_oracle():
+    """More than two draws per row go through a bitmap of the row's blocked items (built per row and
+    cleared after it); a bit left set by one row would block the item for the next rows of the chunk.
+    The rows alternate users, so every row follows one with other blocked items."""
+    n_items, blocked, gaps, indptr, free = _blocked_sets()
+    users = np.tile(np.array([0, 1, 2]), 70)  # 210 rows: four chunks of 64
+    n, seed = 5, 1234
+    out = kernels.sample_uniform_bitmap(users, n, gaps, indptr, free, n_items, seed)
+    want = [
+        [_rejection_oracle(seed, 64 * (b * n + c), blocked[u], n_items) for c in range(n)]
+        for b, u in enumerate(users.tolist())
+    ]
+    np.testing.assert_array_equal(out, np.array(want))
+    assert (out[users == 1] == 13).all()  # one free item: the exact draw
+
+
+def test_the_uniform_candidates_are_the_same_rejection_draws():
+    """The learned samplers' candidates draw their uniform part like ``sample_uniform_bitmap`` and
+    their exposed part from the user's exposures (counter ``64 * (b * n + c)``)."""
+    n_items, blocked, gaps, indptr, free = _blocked_sets()
+    exposed = [[1, 2], [], [4]]
+    exp_keys = np.array([u * n_items + i for u, s in enumerate(exposed) for i in s], dtype=np.int64)
+    exp_indptr = np.cumsum([0] + [len(s) for s in exposed]).astype(np.int64)
+    users = np.tile(np.array([0, 1, 2]), 40)
+    n, n_exp, seed = 6, 2, 77
+    has_exp = np.ones(3, dtype=bool)
+    cands, flags = kernels.candidates(
+        users, n, n_exp, gaps, indptr, free, has_exp, exp_keys, exp_indptr, n_items, True, seed
+    )
+    for b, u in enumerate(users.tolist()):
+        n_uni = n - n_exp if exposed[u] else n
+        for c in range(n):
+            ctr = 64 * (b * n + c)
+            if c < n_uni:
+                assert cands[b, c] == _rejection_oracle(seed, ctr, blocked[u], n_items), (b, c)
+                assert not flags[b, c]
+            else:
+                k = int(kernels.random_below(seed, [ctr], len(exposed[u]))[0])
+                assert cands[b, c] == exposed[u][k] and flags[b, c]
 
 
 def _brute_best(users, cands, user_w, item_w, h):

@@ -174,6 +174,51 @@ def sample_uniform(users, n, gaps, indptr, free, n_items, table, shift, seed):
     return out
 
 
+@njit(parallel=True, **_JIT)
+def sample_uniform_bitmap(users, n, gaps, indptr, free, n_items, seed):
+    """The draws of :func:`sample_uniform` with rejection, but tested against a bitmap of the row's
+    blocked items instead of a hash set: the same items for the same seed (a draw is the first of 32
+    uniform items that is not blocked, else the exact gap draw, counters as there), and no hash set
+    is needed, so the blocked set may be the clicks or the clicks and exposures.
+
+    Each chunk of 64 rows keeps one bitmap of ``n_items`` bits, sets the bits of a row's blocked items
+    (from its gap keys), draws, and clears them again, so a draw costs one bit test instead of a binary
+    search; worth it for several draws per row (the caller's choice).
+    """
+    b_count = users.shape[0]
+    out = np.empty((b_count, n), np.int64)
+    words = (n_items + 63) >> 6
+    for chunk in prange((b_count + 63) >> 6):
+        bitmap = np.zeros(words, np.uint64)
+        for b in range(chunk << 6, min(b_count, (chunk + 1) << 6)):
+            u = users[b]
+            lo = indptr[u]
+            hi = indptr[u + 1]
+            f = free[u]
+            base = u * n_items
+            rej = 2 * f >= n_items
+            if rej:
+                for t in range(lo, hi):
+                    j = gaps[t] - base + (t - lo)
+                    bitmap[j >> 6] |= np.uint64(1) << np.uint64(j & 63)
+            for c in range(n):
+                ctr = 64 * (b * n + c)
+                item = -1
+                if rej:
+                    for a in range(32):
+                        j = _below(seed, ctr + a, n_items)
+                        if (bitmap[j >> 6] >> np.uint64(j & 63)) & np.uint64(1) == 0:
+                            item = j
+                            break
+                if item < 0:
+                    item = _gap_draw(gaps, lo, hi, f, base, seed, ctr + 63)
+                out[b, c] = item
+            if rej:
+                for t in range(lo, hi):
+                    bitmap[(gaps[t] - base + (t - lo)) >> 6] = np.uint64(0)
+    return out
+
+
 @njit(**_JIT)
 def sample_segments(users, n, keys, indptr, n_items, seed):
     """Uniform draws (with replacement) from each user's segment of sorted ``user * n_items + item``
@@ -200,34 +245,55 @@ def candidates(
 ):
     """``n`` candidates per user for a learned sampler, and whether each is an exposed-unclicked item.
 
-    The first ``n - n_exp`` are uniform draws with the gap keys ``gaps``; the last ``n_exp`` come from the
-    user's exposed-unclicked items (uniform draws too for users without any). ``blocked_has_exposure[u]``
-    says that user ``u``'s blocked set already excludes their exposures, so a uniform draw is never
-    exposed; otherwise it is looked up (only if ``flags``: else uniform draws are marked not exposed).
-    Returns ``cands`` (B, n) and ``exposed`` (B, n).
+    The first ``n - n_exp`` are uniform draws among the items the gap keys ``gaps`` leave free, by the
+    rejection of :func:`sample_uniform_bitmap` (same counters); the last ``n_exp`` come from the user's
+    exposed-unclicked items (counter ``64 * (b * n + c)``; uniform draws too for users without any).
+    ``blocked_has_exposure[u]`` says that user ``u``'s blocked set already excludes their exposures, so a
+    uniform draw is never exposed; otherwise it is looked up (only if ``flags``: else uniform draws are
+    marked not exposed). Returns ``cands`` (B, n) and ``exposed`` (B, n).
     """
     b_count = users.shape[0]
     cands = np.empty((b_count, n), np.int64)
     exposed = np.zeros((b_count, n), np.bool_)
-    for b in prange(b_count):
-        u = users[b]
-        lo = indptr[u]
-        hi = indptr[u + 1]
-        f = free[u]
-        base = u * n_items
-        es = exp_indptr[u]
-        ee = exp_indptr[u + 1]
-        check = flags and ee > es and not blocked_has_exposure[u]
-        for c in range(n):
-            ctr = b * n + c
-            if c >= n - n_exp and ee > es:
-                cands[b, c] = exp_keys[es + _below(seed, ctr, ee - es)] - base
-                exposed[b, c] = True
-            else:
-                item = _gap_draw(gaps, lo, hi, f, base, seed, ctr)
+    words = (n_items + 63) >> 6
+    for chunk in prange((b_count + 63) >> 6):
+        bitmap = np.zeros(words, np.uint64)
+        for b in range(chunk << 6, min(b_count, (chunk + 1) << 6)):
+            u = users[b]
+            lo = indptr[u]
+            hi = indptr[u + 1]
+            f = free[u]
+            base = u * n_items
+            es = exp_indptr[u]
+            ee = exp_indptr[u + 1]
+            check = flags and ee > es and not blocked_has_exposure[u]
+            n_uni = n - n_exp if ee > es else n
+            rej = 2 * f >= n_items
+            if rej:
+                for t in range(lo, hi):
+                    j = gaps[t] - base + (t - lo)
+                    bitmap[j >> 6] |= np.uint64(1) << np.uint64(j & 63)
+            for c in range(n):
+                ctr = 64 * (b * n + c)
+                if c >= n_uni:
+                    cands[b, c] = exp_keys[es + _below(seed, ctr, ee - es)] - base
+                    exposed[b, c] = True
+                    continue
+                item = -1
+                if rej:
+                    for a in range(32):
+                        j = _below(seed, ctr + a, n_items)
+                        if (bitmap[j >> 6] >> np.uint64(j & 63)) & np.uint64(1) == 0:
+                            item = j
+                            break
+                if item < 0:
+                    item = _gap_draw(gaps, lo, hi, f, base, seed, ctr + 63)
                 cands[b, c] = item
                 if check:
                     exposed[b, c] = _in_segment(exp_keys, es, ee, base + item)
+            if rej:
+                for t in range(lo, hi):
+                    bitmap[(gaps[t] - base + (t - lo)) >> 6] = np.uint64(0)
     return cands, exposed
 
 
@@ -1080,6 +1146,7 @@ bpr_sgd_step = _checked(bpr_sgd_step, _check_bpr)
 rowwise_adam = _checked(rowwise_adam, _check_rowwise)
 rowwise_sgd = _checked(rowwise_sgd, _check_rowwise)
 sample_uniform = _checked(sample_uniform, _check_uniform)
+sample_uniform_bitmap = _checked(sample_uniform_bitmap, _check_uniform)
 sample_segments = _checked(sample_segments, _check_sample_segments)
 candidates = _checked(candidates, _check_candidates)
 contains_segments = _checked(contains_segments, _check_contains)

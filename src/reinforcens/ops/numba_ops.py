@@ -46,22 +46,18 @@ class NumbaOps(Ops):
         return _contains(a["exposure_keys"], a["exp_indptr"], users, items, data.n_items)
 
     def sample_uniform(self, data, users, n, generator, exclude_exposed=False):
-        """Gap-key draws in one parallel pass; one or two draws per user reject against a hash set of
-        the clicks first (faster than a search), with the exact draw as fallback."""
+        """One parallel pass of rejection draws (a uniform item, tried again while blocked, with the
+        exact gap-key draw as fallback): tested against a hash set of the clicks for one or two draws
+        per row, against a bitmap of the row's blocked items (built per row) for more; without
+        rejection (one or two draws excluding exposures) the gap-key draw alone."""
         a = data._arrays
         part = "blocked" if exclude_exposed else "click"
-        table, shift = data._click_hash if n <= 2 and not exclude_exposed else (NO_TABLE, 0)
-        out = kernels.sample_uniform(
-            np_view(users.contiguous()),
-            n,
-            a[f"{part}_gaps"],
-            a[f"{part}_indptr"],
-            a[f"{part}_free"],
-            data.n_items,
-            table,
-            shift,
-            draw_seed(generator),
-        )
+        args = (np_view(users.contiguous()), n, a[f"{part}_gaps"], a[f"{part}_indptr"], a[f"{part}_free"])
+        if n > 2:
+            out = kernels.sample_uniform_bitmap(*args, data.n_items, draw_seed(generator))
+        else:
+            table, shift = data._click_hash if not exclude_exposed else (NO_TABLE, 0)
+            out = kernels.sample_uniform(*args, data.n_items, table, shift, draw_seed(generator))
         return torch.from_numpy(out)
 
     def sample_exposed(self, data, users, n, generator):
