@@ -277,6 +277,28 @@ def test_several_uniform_draws_per_row_are_the_rejection_draws_of_a_set_oracle()
     assert (out[users == 1] == 13).all()  # one free item: the exact draw
 
 
+def test_the_bitmap_is_clean_after_rows_with_few_and_with_many_blocked_items():
+    """The bitmap is cleared item by item after a row with few blocked items and wholesale after one
+    with many (an eighth of its words or more); either way the next rows of the chunk must see none of
+    them. 640 items are 10 words: rows with one blocked item take the first way, 100 the second."""
+    from reinforcens.training_data import _gap_keys
+
+    n_items = 640
+    rng = np.random.default_rng(5)
+    blocked = [{600}, set(rng.choice(n_items, 100, replace=False).tolist()), set(), {300}]
+    keys = np.array(sorted(u * n_items + i for u, s in enumerate(blocked) for i in s), dtype=np.int64)
+    indptr, gaps = _gap_keys(keys, len(blocked), n_items)
+    free = np.array([n_items - len(s) for s in blocked], dtype=np.int64)
+    users = np.tile(np.array([0, 2, 3, 2, 1]), 128)  # 640 rows: ten chunks of 64
+    n, seed = 20, 99
+    out = kernels.sample_uniform_bitmap(users, n, gaps, indptr, free, n_items, seed)
+    want = [
+        [_rejection_oracle(seed, 64 * (b * n + c), blocked[u], n_items) for c in range(n)]
+        for b, u in enumerate(users.tolist())
+    ]
+    np.testing.assert_array_equal(out, np.array(want))
+
+
 def test_the_uniform_candidates_are_the_same_rejection_draws():
     """The learned samplers' candidates draw their uniform part like ``sample_uniform_bitmap`` and
     their exposed part from the user's exposures (counter ``64 * (b * n + c)``)."""

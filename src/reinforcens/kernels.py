@@ -174,6 +174,35 @@ def sample_uniform(users, n, gaps, indptr, free, n_items, table, shift, seed):
     return out
 
 
+@njit(inline="always", **_JIT)
+def _set_bits(bitmap, gaps, lo, hi, base):
+    """Set the bits of a row's blocked items (the gap keys ``gaps[lo:hi]`` of the row at ``base``)."""
+    for t in range(lo, hi):
+        j = gaps[t] - base + (t - lo)
+        bitmap[j >> 6] |= np.uint64(1) << np.uint64(j & 63)
+
+
+@njit(inline="always", **_JIT)
+def _clear_bits(bitmap, gaps, lo, hi, base):
+    """Clear what :func:`_set_bits` set: word by word for a few blocked items, the whole bitmap (one
+    sequential write, cheaper than a scattered write per item) once they are an eighth of its words."""
+    if 8 * (hi - lo) >= bitmap.shape[0]:
+        bitmap[:] = 0
+    else:
+        for t in range(lo, hi):
+            bitmap[(gaps[t] - base + (t - lo)) >> 6] = np.uint64(0)
+
+
+@njit(inline="always", **_JIT)
+def _first_clear(bitmap, seed, ctr, n_items):
+    """The first of 32 uniform items (counters ``ctr .. ctr + 31``) whose bit is clear; -1 if none."""
+    for a in range(32):
+        j = _below(seed, ctr + a, n_items)
+        if (bitmap[j >> 6] >> np.uint64(j & 63)) & np.uint64(1) == 0:
+            return j
+    return -1
+
+
 @njit(parallel=True, **_JIT)
 def sample_uniform_bitmap(users, n, gaps, indptr, free, n_items, seed):
     """The draws of :func:`sample_uniform` with rejection, but tested against a bitmap of the row's
@@ -182,8 +211,8 @@ def sample_uniform_bitmap(users, n, gaps, indptr, free, n_items, seed):
     is needed, so the blocked set may be the clicks or the clicks and exposures.
 
     Each chunk of 64 rows keeps one bitmap of ``n_items`` bits, sets the bits of a row's blocked items
-    (from its gap keys), draws, and clears them again, so a draw costs one bit test instead of a binary
-    search; worth it for several draws per row (the caller's choice).
+    (from its gap keys), draws, and clears them again (:func:`_clear_bits`), so a draw costs one bit
+    test instead of a binary search; worth it for several draws per row (the caller's choice).
     """
     b_count = users.shape[0]
     out = np.empty((b_count, n), np.int64)
@@ -198,24 +227,17 @@ def sample_uniform_bitmap(users, n, gaps, indptr, free, n_items, seed):
             base = u * n_items
             rej = 2 * f >= n_items
             if rej:
-                for t in range(lo, hi):
-                    j = gaps[t] - base + (t - lo)
-                    bitmap[j >> 6] |= np.uint64(1) << np.uint64(j & 63)
+                _set_bits(bitmap, gaps, lo, hi, base)
             for c in range(n):
                 ctr = 64 * (b * n + c)
                 item = -1
                 if rej:
-                    for a in range(32):
-                        j = _below(seed, ctr + a, n_items)
-                        if (bitmap[j >> 6] >> np.uint64(j & 63)) & np.uint64(1) == 0:
-                            item = j
-                            break
+                    item = _first_clear(bitmap, seed, ctr, n_items)
                 if item < 0:
                     item = _gap_draw(gaps, lo, hi, f, base, seed, ctr + 63)
                 out[b, c] = item
             if rej:
-                for t in range(lo, hi):
-                    bitmap[(gaps[t] - base + (t - lo)) >> 6] = np.uint64(0)
+                _clear_bits(bitmap, gaps, lo, hi, base)
     return out
 
 
@@ -270,9 +292,7 @@ def candidates(
             n_uni = n - n_exp if ee > es else n
             rej = 2 * f >= n_items
             if rej:
-                for t in range(lo, hi):
-                    j = gaps[t] - base + (t - lo)
-                    bitmap[j >> 6] |= np.uint64(1) << np.uint64(j & 63)
+                _set_bits(bitmap, gaps, lo, hi, base)
             for c in range(n):
                 ctr = 64 * (b * n + c)
                 if c >= n_uni:
@@ -281,19 +301,14 @@ def candidates(
                     continue
                 item = -1
                 if rej:
-                    for a in range(32):
-                        j = _below(seed, ctr + a, n_items)
-                        if (bitmap[j >> 6] >> np.uint64(j & 63)) & np.uint64(1) == 0:
-                            item = j
-                            break
+                    item = _first_clear(bitmap, seed, ctr, n_items)
                 if item < 0:
                     item = _gap_draw(gaps, lo, hi, f, base, seed, ctr + 63)
                 cands[b, c] = item
                 if check:
                     exposed[b, c] = _in_segment(exp_keys, es, ee, base + item)
             if rej:
-                for t in range(lo, hi):
-                    bitmap[(gaps[t] - base + (t - lo)) >> 6] = np.uint64(0)
+                _clear_bits(bitmap, gaps, lo, hi, base)
     return cands, exposed
 
 
