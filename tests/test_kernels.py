@@ -249,6 +249,16 @@ def _rejection_oracle(seed, ctr, blocked, n_items):
     return int(_gap_oracle(seed, [ctr + 63], free)[0])
 
 
+def _rejection_rows(seed, users, n, blocked, n_items):
+    """``_rejection_oracle`` for ``n`` draws of each row (counter ``64 * (b * n + c)``)."""
+    return np.array(
+        [
+            [_rejection_oracle(seed, 64 * (b * n + c), blocked[u], n_items) for c in range(n)]
+            for b, u in enumerate(users.tolist())
+        ]
+    )
+
+
 def _blocked_sets():
     """Three users of 30 items: few blocked, all but one blocked (no rejection), none blocked."""
     from reinforcens.training_data import _gap_keys
@@ -269,11 +279,7 @@ def test_several_uniform_draws_per_row_are_the_rejection_draws_of_a_set_oracle()
     users = np.tile(np.array([0, 1, 2]), 70)  # 210 rows: four chunks of 64
     n, seed = 5, 1234
     out = kernels.sample_uniform_bitmap(users, n, gaps, indptr, free, n_items, seed)
-    want = [
-        [_rejection_oracle(seed, 64 * (b * n + c), blocked[u], n_items) for c in range(n)]
-        for b, u in enumerate(users.tolist())
-    ]
-    np.testing.assert_array_equal(out, np.array(want))
+    np.testing.assert_array_equal(out, _rejection_rows(seed, users, n, blocked, n_items))
     assert (out[users == 1] == 13).all()  # one free item: the exact draw
 
 
@@ -292,11 +298,7 @@ def test_the_bitmap_is_clean_after_rows_with_few_and_with_many_blocked_items():
     users = np.tile(np.array([0, 2, 3, 2, 1]), 128)  # 640 rows: ten chunks of 64
     n, seed = 20, 99
     out = kernels.sample_uniform_bitmap(users, n, gaps, indptr, free, n_items, seed)
-    want = [
-        [_rejection_oracle(seed, 64 * (b * n + c), blocked[u], n_items) for c in range(n)]
-        for b, u in enumerate(users.tolist())
-    ]
-    np.testing.assert_array_equal(out, np.array(want))
+    np.testing.assert_array_equal(out, _rejection_rows(seed, users, n, blocked, n_items))
 
 
 def test_the_uniform_candidates_are_the_same_rejection_draws():

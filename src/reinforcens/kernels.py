@@ -203,6 +203,30 @@ def _first_clear(bitmap, seed, ctr, n_items):
     return -1
 
 
+@njit(inline="always", **_JIT)
+def _bitmap_row(bitmap, u, gaps, indptr, free, n_items):
+    """Start user ``u``'s row: its gap-key segment ``lo, hi``, free count, key base and whether it
+    draws by rejection (at least half its items free), its bits set in ``bitmap`` if so."""
+    lo = indptr[u]
+    hi = indptr[u + 1]
+    f = free[u]
+    base = u * n_items
+    rej = 2 * f >= n_items
+    if rej:
+        _set_bits(bitmap, gaps, lo, hi, base)
+    return lo, hi, f, base, rej
+
+
+@njit(inline="always", **_JIT)
+def _bitmap_draw(bitmap, rej, gaps, lo, hi, free, base, seed, ctr, n_items):
+    """One uniform draw of a row: :func:`_first_clear` if ``rej`` (the row's bits are set), else or if
+    all 32 tries are blocked the exact gap draw (counter ``ctr + 63``)."""
+    item = _first_clear(bitmap, seed, ctr, n_items) if rej else -1
+    if item < 0:
+        item = _gap_draw(gaps, lo, hi, free, base, seed, ctr + 63)
+    return item
+
+
 @njit(parallel=True, **_JIT)
 def sample_uniform_bitmap(users, n, gaps, indptr, free, n_items, seed):
     """The draws of :func:`sample_uniform` with rejection, but tested against a bitmap of the row's
@@ -221,20 +245,10 @@ def sample_uniform_bitmap(users, n, gaps, indptr, free, n_items, seed):
         bitmap = np.zeros(words, np.uint64)
         for b in range(chunk << 6, min(b_count, (chunk + 1) << 6)):
             u = users[b]
-            lo = indptr[u]
-            hi = indptr[u + 1]
-            f = free[u]
-            base = u * n_items
-            rej = 2 * f >= n_items
-            if rej:
-                _set_bits(bitmap, gaps, lo, hi, base)
+            lo, hi, f, base, rej = _bitmap_row(bitmap, u, gaps, indptr, free, n_items)
             for c in range(n):
                 ctr = 64 * (b * n + c)
-                item = -1
-                if rej:
-                    item = _first_clear(bitmap, seed, ctr, n_items)
-                if item < 0:
-                    item = _gap_draw(gaps, lo, hi, f, base, seed, ctr + 63)
+                item = _bitmap_draw(bitmap, rej, gaps, lo, hi, f, base, seed, ctr, n_items)
                 out[b, c] = item
             if rej:
                 _clear_bits(bitmap, gaps, lo, hi, base)
@@ -282,28 +296,18 @@ def candidates(
         bitmap = np.zeros(words, np.uint64)
         for b in range(chunk << 6, min(b_count, (chunk + 1) << 6)):
             u = users[b]
-            lo = indptr[u]
-            hi = indptr[u + 1]
-            f = free[u]
-            base = u * n_items
+            lo, hi, f, base, rej = _bitmap_row(bitmap, u, gaps, indptr, free, n_items)
             es = exp_indptr[u]
             ee = exp_indptr[u + 1]
             check = flags and ee > es and not blocked_has_exposure[u]
             n_uni = n - n_exp if ee > es else n
-            rej = 2 * f >= n_items
-            if rej:
-                _set_bits(bitmap, gaps, lo, hi, base)
             for c in range(n):
                 ctr = 64 * (b * n + c)
                 if c >= n_uni:
                     cands[b, c] = exp_keys[es + _below(seed, ctr, ee - es)] - base
                     exposed[b, c] = True
                     continue
-                item = -1
-                if rej:
-                    item = _first_clear(bitmap, seed, ctr, n_items)
-                if item < 0:
-                    item = _gap_draw(gaps, lo, hi, f, base, seed, ctr + 63)
+                item = _bitmap_draw(bitmap, rej, gaps, lo, hi, f, base, seed, ctr, n_items)
                 cands[b, c] = item
                 if check:
                     exposed[b, c] = _in_segment(exp_keys, es, ee, base + item)
