@@ -259,12 +259,13 @@ def _rejection_rows(seed, users, n, blocked, n_items):
     )
 
 
-def _blocked_sets():
-    """Three users of 30 items: few blocked, all but one blocked (no rejection), none blocked."""
+def _blocked_sets(n_items=30, blocked=None):
+    """Gap keys of users' blocked item sets; by default three users of 30 items: few blocked, all but
+    one blocked (no rejection), none blocked."""
     from reinforcens.training_data import _gap_keys
 
-    n_items = 30
-    blocked = [{0, 5, 6, 7, 29}, set(range(30)) - {13}, set()]
+    if blocked is None:
+        blocked = [{0, 5, 6, 7, 29}, set(range(30)) - {13}, set()]
     keys = np.array(sorted(u * n_items + i for u, s in enumerate(blocked) for i in s), dtype=np.int64)
     indptr, gaps = _gap_keys(keys, len(blocked), n_items)
     free = np.array([n_items - len(s) for s in blocked], dtype=np.int64)
@@ -287,14 +288,9 @@ def test_the_bitmap_is_clean_after_rows_with_few_and_with_many_blocked_items():
     """The bitmap is cleared item by item after a row with few blocked items and wholesale after one
     with many (an eighth of its words or more); either way the next rows of the chunk must see none of
     them. 640 items are 10 words: rows with one blocked item take the first way, 100 the second."""
-    from reinforcens.training_data import _gap_keys
-
-    n_items = 640
     rng = np.random.default_rng(5)
-    blocked = [{600}, set(rng.choice(n_items, 100, replace=False).tolist()), set(), {300}]
-    keys = np.array(sorted(u * n_items + i for u, s in enumerate(blocked) for i in s), dtype=np.int64)
-    indptr, gaps = _gap_keys(keys, len(blocked), n_items)
-    free = np.array([n_items - len(s) for s in blocked], dtype=np.int64)
+    sets = [{600}, set(rng.choice(640, 100, replace=False).tolist()), set(), {300}]
+    n_items, blocked, gaps, indptr, free = _blocked_sets(640, sets)
     users = np.tile(np.array([0, 2, 3, 2, 1]), 128)  # 640 rows: ten chunks of 64
     n, seed = 20, 99
     out = kernels.sample_uniform_bitmap(users, n, gaps, indptr, free, n_items, seed)
