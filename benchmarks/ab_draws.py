@@ -41,25 +41,27 @@ def main() -> None:
     a = p.parse_args()
     sys.path.insert(0, os.environ.get("AB_PATH", "/tmp/before"))
     old = import_module(a.before + ".kernels")
+    old_data = import_module(a.before + ".training_data").TrainingData
     set_threads(a.threads)
     data = load_prepared(ensure_prepared(a.preset, default_cache(), 0, True))
     td = TrainingData.from_prepared(data, "cpu", "numba")
-    arr = td._arrays
     gen = torch.Generator().manual_seed(1)
     batches = []
     for users, _pos in td.batches(1024, gen):
         if len(batches) == a.batches:
             break
         batches.append(np_view(users.contiguous()))
-    uni = (arr["click_gaps"], arr["click_indptr"], arr["click_free"], td.n_items)
-    cand = (
-        arr["blocked_gaps"], arr["blocked_indptr"], arr["blocked_free"], arr["blocked_has_exposure"],
-        arr["exposure_keys"], arr["exp_indptr"], td.n_items, True,
-    )  # fmt: skip
     calls = {}
-    for name, k in (("before", old), ("after", kernels)):
-        calls[f"uniform x50, {name}"] = lambda u, s, k=k: k.sample_uniform_bitmap(u, 50, *uni, s)
-        calls[f"candidates 30, {name}"] = lambda u, s, k=k: k.candidates(u, 30, 10, *cand, s)
+    versions = (("before", old, old_data.from_prepared(data, "cpu", "numba")), ("after", kernels, td))
+    for name, k, version_td in versions:  # each version reads the arrays its own TrainingData builds
+        arr = version_td._arrays
+        uni = (arr["click_gaps"], arr["click_indptr"], arr["click_free"], td.n_items)
+        cand = (
+            arr["blocked_gaps"], arr["blocked_indptr"], arr["blocked_free"], arr["blocked_has_exposure"],
+            arr["exposure_keys"], arr["exp_indptr"], td.n_items, True,
+        )  # fmt: skip
+        calls[f"uniform x50, {name}"] = lambda u, s, k=k, uni=uni: k.sample_uniform_bitmap(u, 50, *uni, s)
+        calls[f"candidates 30, {name}"] = lambda u, s, k=k, c=cand: k.candidates(u, 30, 10, *c, s)
     for kernel in ("uniform x50", "candidates 30"):  # both versions draw the same items
         x, y = (calls[f"{kernel}, {v}"](batches[0], 3) for v in ("before", "after"))
         for xa, ya in zip(*((o if isinstance(o, tuple) else (o,)) for o in (x, y)), strict=True):

@@ -204,6 +204,31 @@ def test_candidate_flags_are_exposure(exclude):
     assert bool(flags[has, -2:].all())
 
 
+def _row_gap_keys(keys, n_users, n_items):
+    """Offsets and row gaps (what the kernels read) of sorted ``user * n_items + item`` keys."""
+    from reinforcens.training_data import _gap_keys, _row_gaps
+
+    indptr, gaps = _gap_keys(keys, n_users, n_items)
+    return indptr, _row_gaps(gaps, indptr, n_items)
+
+
+@pytest.mark.parametrize("n_items", [30, 2**31 + 7])
+def test_row_gaps_give_back_each_rows_blocked_items(n_items):
+    """The row gaps the kernels read are ``b_t - t`` per row: adding ``t`` gives back each user's
+    blocked items (a plain-set oracle), in int32 while the catalogue allows it and in int64 beyond
+    (where an int32 would wrap)."""
+    from reinforcens.training_data import _gap_keys, _row_gaps
+
+    blocked = [{0, 5, 6, 7, n_items - 1}, set(), {n_items - 3, n_items - 2}]
+    keys = np.array(sorted(u * n_items + i for u, s in enumerate(blocked) for i in s), dtype=np.int64)
+    indptr, gaps = _gap_keys(keys, len(blocked), n_items)
+    rows = _row_gaps(gaps, indptr, n_items)
+    assert rows.dtype == (np.int32 if n_items < 2**31 else np.int64)
+    for u, s in enumerate(blocked):
+        lo, hi = indptr[u], indptr[u + 1]
+        assert {int(rows[t]) + int(t - lo) for t in range(lo, hi)} == s
+
+
 def _gap_oracle(seed, ctr, free):
     """The kernels' exact draw: the ``k``-th item of ``free`` (sorted), ``k = _below(seed, ctr, len)``."""
     return np.array([free[k] for k in kernels.random_below(seed, ctr, len(free))])
@@ -213,12 +238,10 @@ def test_exhausted_rejection_falls_back_to_the_exact_draw():
     """A hash set that rejects every item (all of the user's keys) makes all 32 rejection tries fail
     for a user with room (so rejection is on): every draw is then the exact gap draw (counter
     ``64 * (b * n + c) + 63``), and a valid non-clicked item."""
-    from reinforcens.training_data import _gap_keys
-
     n_items, user, n = 20, 1, 2
     clicked = np.array([3, 4, 11, 17])  # 16 of 20 free: 2 * free >= n_items, rejection is on
     keys = user * n_items + clicked
-    indptr, gaps = _gap_keys(keys, 3, n_items)
+    indptr, gaps = _row_gap_keys(keys, 3, n_items)
     free_count = np.array([n_items, n_items - clicked.size, n_items])
     every = kernels.hash_build(user * n_items + np.arange(n_items), 6)  # 64 slots, 20 keys
     users = np.full(5000, user)
@@ -260,14 +283,12 @@ def _rejection_rows(seed, users, n, blocked, n_items):
 
 
 def _blocked_sets(n_items=30, blocked=None):
-    """Gap keys of users' blocked item sets; by default three users of 30 items: few blocked, all but
+    """Row gaps of users' blocked item sets; by default three users of 30 items: few blocked, all but
     one blocked (no rejection), none blocked."""
-    from reinforcens.training_data import _gap_keys
-
     if blocked is None:
         blocked = [{0, 5, 6, 7, 29}, set(range(30)) - {13}, set()]
     keys = np.array(sorted(u * n_items + i for u, s in enumerate(blocked) for i in s), dtype=np.int64)
-    indptr, gaps = _gap_keys(keys, len(blocked), n_items)
+    indptr, gaps = _row_gap_keys(keys, len(blocked), n_items)
     free = np.array([n_items - len(s) for s in blocked], dtype=np.int64)
     return n_items, blocked, gaps, indptr, free
 

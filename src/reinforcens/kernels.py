@@ -134,20 +134,21 @@ def contains_segments(keys, indptr, users, items, n_items):
 
 # ---------------------------------------------------------------------------------------- sampling
 @njit(inline="always", **_JIT)
-def _gap_draw(gaps, lo, hi, free, base, seed, counter):
-    """The item of a uniform rank among a user's allowed items (see ``training_data._gap_keys``)."""
+def _gap_draw(gaps, lo, hi, free, seed, counter):
+    """The item of a uniform rank among a user's allowed items, from the row's gaps ``gaps[lo:hi]``
+    (see ``training_data._row_gaps``)."""
     k = _below(seed, counter, free)
-    return k + _count_le(gaps, lo, hi, base + k)
+    return k + _count_le(gaps, lo, hi, k)
 
 
 @njit(parallel=True, **_JIT)
 def sample_uniform(users, n, gaps, indptr, free, n_items, table, shift, seed):
     """``n`` uniform draws per user among the items not in the user's blocked set.
 
-    ``gaps``/``indptr``/``free`` describe the blocked set (gap keys); when ``table`` (a hash set of the
-    blocked keys, or empty) is given and at least half the items are allowed, a draw is a uniform item
-    rejected while blocked (at most 32 tries, then the exact gap draw: either way uniform). Draw ``c``
-    of row ``b`` uses counters ``64 * (b * n + c) + 0..63``.
+    ``gaps``/``indptr``/``free`` describe the blocked set (row gaps, ``training_data._row_gaps``); when
+    ``table`` (a hash set of the blocked keys, or empty) is given and at least half the items are
+    allowed, a draw is a uniform item rejected while blocked (at most 32 tries, then the exact gap
+    draw: either way uniform). Draw ``c`` of row ``b`` uses counters ``64 * (b * n + c) + 0..63``.
     """
     b_count = users.shape[0]
     out = np.empty((b_count, n), np.int64)
@@ -169,28 +170,28 @@ def sample_uniform(users, n, gaps, indptr, free, n_items, table, shift, seed):
                         item = j
                         break
             if item < 0:
-                item = _gap_draw(gaps, lo, hi, f, base, seed, ctr + 63)
+                item = _gap_draw(gaps, lo, hi, f, seed, ctr + 63)
             out[b, c] = item
     return out
 
 
 @njit(inline="always", **_JIT)
-def _set_bits(bitmap, gaps, lo, hi, base):
-    """Set the bits of a row's blocked items (the gap keys ``gaps[lo:hi]`` of the row at ``base``)."""
+def _set_bits(bitmap, gaps, lo, hi):
+    """Set the bits of a row's blocked items (the row gaps ``gaps[lo:hi]``: item ``gaps[t] + t - lo``)."""
     for t in range(lo, hi):
-        j = gaps[t] - base + (t - lo)
+        j = gaps[t] + (t - lo)
         bitmap[j >> 6] |= np.uint64(1) << np.uint64(j & 63)
 
 
 @njit(inline="always", **_JIT)
-def _clear_bits(bitmap, gaps, lo, hi, base):
+def _clear_bits(bitmap, gaps, lo, hi):
     """Clear what :func:`_set_bits` set: word by word for a few blocked items, the whole bitmap (one
     sequential write, cheaper than a scattered write per item) once they are an eighth of its words."""
     if 8 * (hi - lo) >= bitmap.shape[0]:
         bitmap[:] = 0
     else:
         for t in range(lo, hi):
-            bitmap[(gaps[t] - base + (t - lo)) >> 6] = np.uint64(0)
+            bitmap[(gaps[t] + (t - lo)) >> 6] = np.uint64(0)
 
 
 @njit(inline="always", **_JIT)
@@ -205,25 +206,26 @@ def _first_clear(bitmap, seed, ctr, n_items):
 
 @njit(inline="always", **_JIT)
 def _bitmap_row(bitmap, u, gaps, indptr, free, n_items):
-    """Start user ``u``'s row: its gap-key segment ``lo, hi``, free count, key base and whether it
-    draws by rejection (at least half its items free), its bits set in ``bitmap`` if so."""
+    """Start user ``u``'s row: its segment ``lo, hi`` of the row gaps, free count, key base
+    (``u * n_items``) and whether it draws by rejection (at least half its items free), its bits set in
+    ``bitmap`` if so."""
     lo = indptr[u]
     hi = indptr[u + 1]
     f = free[u]
     base = u * n_items
     rej = 2 * f >= n_items
     if rej:
-        _set_bits(bitmap, gaps, lo, hi, base)
+        _set_bits(bitmap, gaps, lo, hi)
     return lo, hi, f, base, rej
 
 
 @njit(inline="always", **_JIT)
-def _bitmap_draw(bitmap, rej, gaps, lo, hi, free, base, seed, ctr, n_items):
+def _bitmap_draw(bitmap, rej, gaps, lo, hi, free, seed, ctr, n_items):
     """One uniform draw of a row: :func:`_first_clear` if ``rej`` (the row's bits are set), else or if
     all 32 tries are blocked the exact gap draw (counter ``ctr + 63``)."""
     item = _first_clear(bitmap, seed, ctr, n_items) if rej else -1
     if item < 0:
-        item = _gap_draw(gaps, lo, hi, free, base, seed, ctr + 63)
+        item = _gap_draw(gaps, lo, hi, free, seed, ctr + 63)
     return item
 
 
@@ -235,7 +237,7 @@ def sample_uniform_bitmap(users, n, gaps, indptr, free, n_items, seed):
     is needed, so the blocked set may be the clicks or the clicks and exposures.
 
     Each chunk of 64 rows keeps one bitmap of ``n_items`` bits, sets the bits of a row's blocked items
-    (from its gap keys), draws, and clears them again (:func:`_clear_bits`), so a draw costs one bit
+    (from its row gaps), draws, and clears them again (:func:`_clear_bits`), so a draw costs one bit
     test instead of a binary search; worth it for several draws per row (the caller's choice).
     """
     b_count = users.shape[0]
@@ -245,13 +247,13 @@ def sample_uniform_bitmap(users, n, gaps, indptr, free, n_items, seed):
         bitmap = np.zeros(words, np.uint64)
         for b in range(chunk << 6, min(b_count, (chunk + 1) << 6)):
             u = users[b]
-            lo, hi, f, base, rej = _bitmap_row(bitmap, u, gaps, indptr, free, n_items)
+            lo, hi, f, _, rej = _bitmap_row(bitmap, u, gaps, indptr, free, n_items)
             for c in range(n):
                 ctr = 64 * (b * n + c)
-                item = _bitmap_draw(bitmap, rej, gaps, lo, hi, f, base, seed, ctr, n_items)
+                item = _bitmap_draw(bitmap, rej, gaps, lo, hi, f, seed, ctr, n_items)
                 out[b, c] = item
             if rej:
-                _clear_bits(bitmap, gaps, lo, hi, base)
+                _clear_bits(bitmap, gaps, lo, hi)
     return out
 
 
@@ -281,7 +283,7 @@ def candidates(
 ):
     """``n`` candidates per user for a learned sampler, and whether each is an exposed-unclicked item.
 
-    The first ``n - n_exp`` are uniform draws among the items the gap keys ``gaps`` leave free, by the
+    The first ``n - n_exp`` are uniform draws among the items the row gaps ``gaps`` leave free, by the
     rejection of :func:`sample_uniform_bitmap` (same counters); the last ``n_exp`` come from the user's
     exposed-unclicked items (counter ``64 * (b * n + c)``; uniform draws too for users without any).
     ``blocked_has_exposure[u]`` says that user ``u``'s blocked set already excludes their exposures, so a
@@ -307,12 +309,12 @@ def candidates(
                     cands[b, c] = exp_keys[es + _below(seed, ctr, ee - es)] - base
                     exposed[b, c] = True
                     continue
-                item = _bitmap_draw(bitmap, rej, gaps, lo, hi, f, base, seed, ctr, n_items)
+                item = _bitmap_draw(bitmap, rej, gaps, lo, hi, f, seed, ctr, n_items)
                 cands[b, c] = item
                 if check:
                     exposed[b, c] = _in_segment(exp_keys, es, ee, base + item)
             if rej:
-                _clear_bits(bitmap, gaps, lo, hi, base)
+                _clear_bits(bitmap, gaps, lo, hi)
     return cands, exposed
 
 

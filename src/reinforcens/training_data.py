@@ -100,6 +100,19 @@ def _gap_keys(keys: np.ndarray, n_users: int, n_items: int) -> tuple[np.ndarray,
     return indptr, keys - rank
 
 
+def _row_gaps(gaps: np.ndarray, indptr: np.ndarray, n_items: int) -> np.ndarray:
+    """The gap keys of :func:`_gap_keys` without their row's ``user * n_items``: ``b_t - t`` for a
+    user's ``t``-th blocked item, so the ``k``-th item that is not blocked is
+    ``k + #{t : b_t - t <= k}`` within the row's segment, and item ``b_t`` is ``gaps[t] + t``.
+
+    What the compiled kernels read: int32 (half the bytes of the int64 keys, which a per-row bitmap or
+    binary search streams through) while ``n_items`` allows it, int64 otherwise.
+    """
+    dtype = np.int32 if n_items <= np.iinfo(np.int32).max else np.int64
+    users = np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
+    return (gaps - users * n_items).astype(dtype)
+
+
 @dataclass
 class TrainingData:
     """Tensors of one prepared dataset on one device.
@@ -208,12 +221,11 @@ class TrainingData:
 
     @cached_property
     def _arrays(self) -> dict[str, np.ndarray]:
-        """numpy views of the tensors the compiled kernels read (numba backend, CPU)."""
+        """numpy views of the tensors the compiled kernels read (numba backend, CPU), the gap keys as
+        row gaps (:func:`_row_gaps`)."""
         names = {
-            "click_gaps": self.click_gaps.keys,
             "click_indptr": self.click_indptr,
             "click_free": self.click_free,
-            "blocked_gaps": self.blocked_gaps.keys,
             "blocked_indptr": self.blocked_indptr,
             "blocked_free": self.blocked_free,
             "click_keys": self.clicks.keys,
@@ -221,6 +233,9 @@ class TrainingData:
             "exp_indptr": self.exp_indptr,
         }
         out = {k: np.ascontiguousarray(np_view(v)) for k, v in names.items()}
+        for part in ("click", "blocked"):
+            gaps = np_view(getattr(self, f"{part}_gaps").keys)
+            out[f"{part}_gaps"] = _row_gaps(gaps, out[f"{part}_indptr"], self.n_items)
         # a user's blocked set includes their exposures (else only their clicks: no room was left)
         out["blocked_has_exposure"] = np.diff(out["blocked_indptr"]) > np.diff(out["click_indptr"])
         out["no_user"] = np.zeros(self.n_users, dtype=bool)
