@@ -504,20 +504,20 @@ def bpr_adam_step(
 
 
 @njit(parallel=True, fastmath=_FM, **_JIT)
-def bpr_sgd_step(
-    users, pos, neg, user_w, item_w, h, user_slot, user_rows, user_grads, item_slot, item_rows, item_grads,
-    l2, lr, neg_scores, parts,
-):  # fmt: skip
+def bpr_sgd_step(users, pos, neg, user_w, item_w, h, l2, lr, neg_scores, parts):
     """One BPR step of a GMF with hand-computed gradients and plain SGD (``optim.SGDOptimizer``).
 
     The loss and gradients of :func:`bpr_adam_step` (every gradient from the weights before the step),
-    then ``w_r -= lr * g_r`` once per distinct row, ``g_r`` its summed gradients, and ``h -= lr * g_h``.
-    Writes the pre-step negative scores into ``neg_scores`` and returns the summed loss (float64).
+    then ``w_r -= lr * g_r`` for each distinct row, ``g_r`` the sum of its gradients in the batch, and
+    ``h -= lr * g_h``. Writes the pre-step negative scores into ``neg_scores`` and returns the summed
+    loss (float64).
 
-    Parallel and deterministic as :func:`bpr_adam_step`: the scores per row in parallel, then ``parts``
-    workers each own the table rows ``r`` with ``r % parts`` equal to their index, sum those rows'
-    gradients in batch order into their own region of the scratch buffers (``parts * B`` user and
-    ``parts * 2B`` item slots) and update them, so the result does not depend on ``parts``.
+    SGD is linear in the gradient, so a row's gradients are subtracted one by one in batch order
+    (``w_r -= lr * g_{r,1}``, then ``- lr * g_{r,2}``, ...) instead of summed into a slot first: the
+    same update up to float32 rounding, without the slot table and scratch buffers of
+    :func:`bpr_adam_step`. Parallel and deterministic: the scores per row in parallel, then ``parts``
+    workers each own the table rows ``r`` with ``r % parts`` equal to their index and apply those rows'
+    gradients in batch order, so the result does not depend on ``parts``.
     """
     b_count = users.shape[0]
     k_dim = h.shape[0]
@@ -562,25 +562,22 @@ def bpr_sgd_step(
         loss += losses[b]
         for k in range(k_dim):
             gh[k] -= g_h[b, k]
-    # the gradients above read the pre-step weights and the merge reads only them: each worker sums
-    # and updates its own rows in one pass
-    for t in prange(parts):
-        ur = user_rows[t * b_count : (t + 1) * b_count]
-        ug = user_grads[t * b_count : (t + 1) * b_count]
-        ir = item_rows[t * 2 * b_count : (t + 1) * 2 * b_count]
-        ig = item_grads[t * 2 * b_count : (t + 1) * 2 * b_count]
-        n_u = 0
-        n_i = 0
-        for b in range(b_count):
-            if users[b] % parts == t:
-                n_u = _add_row(users[b], g_user[b], user_slot, ur, ug, n_u)
-            if pos[b] % parts == t:
-                n_i = _add_row(pos[b], g_pos[b], item_slot, ir, ig, n_i)
-            if neg[b] % parts == t:
-                n_i = _add_row(neg[b], g_neg[b], item_slot, ir, ig, n_i)
-        _sgd_rows(ur, n_u, ug, user_w, user_slot, lr)
-        _sgd_rows(ir, n_i, ig, item_w, item_slot, lr)
+    # the gradients above read the pre-step weights: each worker now applies those of its own rows
     lrf = np.float32(lr)
+    for t in prange(parts):
+        for b in range(b_count):
+            u = users[b]
+            if u % parts == t:
+                for k in range(k_dim):
+                    user_w[u, k] -= lrf * g_user[b, k]
+            i = pos[b]
+            if i % parts == t:
+                for k in range(k_dim):
+                    item_w[i, k] -= lrf * g_pos[b, k]
+            j = neg[b]
+            if j % parts == t:
+                for k in range(k_dim):
+                    item_w[j, k] -= lrf * g_neg[b, k]
     for k in range(k_dim):
         h[k] -= lrf * gh[k]
     return loss

@@ -77,7 +77,8 @@ The steps run in the optimizer's compute backend (:attr:`GMFOptimizer.ops`, see
 :meth:`~reinforcens.ops.Ops.sgd_step_rows`). Implementation (``backend="numba"``, CPU):
 :mod:`reinforcens.kernels` sums the gradients of repeated rows into one slot per row and updates each
 row once, in one compiled pass (:meth:`GMFOptimizer.bpr_step` also computes the BPR gradients in that
-pass; :func:`reinforcens.kernels.bpr_sgd_step` for SGD). Implementation
+pass; :func:`reinforcens.kernels.bpr_sgd_step` for SGD subtracts a row's gradients one by one instead,
+in batch order, which plain SGD allows). Implementation
 (``backend="torch"``): the gradients of repeated rows are summed first (``torch.unique`` and
 ``index_add_`` on the CPU; on a GPU ``index_add_`` into a zeroed table-sized buffer, read back for
 every occurrence, so nothing waits for the device and repeated rows compute identical values). The

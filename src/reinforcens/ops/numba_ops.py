@@ -213,12 +213,10 @@ class NumbaOps(Ops):
         bpr_sgd_step = kernels.bpr_sgd_step.kernel
         opt._advance()
         neg_scores = torch.empty(users.shape[0], dtype=model.h.dtype)
-        b, parts = users.shape[0], kernel_parts()
         loss = bpr_sgd_step(
             np_view(users.contiguous()), np_view(pos.contiguous()), np_view(neg.contiguous()),
-            np_view(opt.user.weight), np_view(opt.item.weight), np_view(opt.h_target()),
-            *opt.user.buffers(parts * b), *opt.item.buffers(parts * 2 * b), float(l2), opt.lr,
-            np_view(neg_scores), parts,
+            np_view(opt.user.weight), np_view(opt.item.weight), np_view(opt.h_target()), float(l2),
+            opt.lr, np_view(neg_scores), kernel_parts(),
         )  # fmt: skip
         return float(loss), neg_scores
 
