@@ -5,6 +5,8 @@ table of BENCHMARKS.md).
     python benchmarks/ab_versions.py 1 ~/.cache/reinforcens/bench/zhihu-seed0/prep bpr,dns,rns30,rns100 40 \
         reinforcens_before,reinforcens
 
+METHODS: bpr, bpr-sgd (BPR with plain SGD), dns, rns30, rns100.
+
 PKG_A is an importable copy of an older src/reinforcens with its imports renamed (e.g. the tree of commit
 33899c7 copied to /tmp/before/reinforcens_before with ``reinforcens.`` replaced by ``reinforcens_before.``).
 """
@@ -26,6 +28,7 @@ torch.set_num_threads(threads)
 sys.path.insert(0, __import__("os").environ.get("AB_PATH", "/tmp/before"))
 OPTS = {
     "bpr": ("uniform", {}),
+    "bpr-sgd": ("uniform", {}),  # with --optimizer sgd
     "dns": ("dns", {}),
     "rns30": ("rns", {"n_candidates": 30}),
     "rns100": ("rns", {"n_candidates": 100}),
@@ -44,7 +47,9 @@ for pkg in pkgs:
         sname, opts = OPTS[name]
         gens = T._generators(0, tr.device, 3)
         model = tr._new_model(gens[0])
-        if hasattr(model, "make_optimizer"):  # the versions with a Recommender interface
+        if name.endswith("-sgd"):
+            opt = model.make_optimizer(1e-3, tr.backend, "sgd")
+        elif hasattr(model, "make_optimizer"):  # the versions with a Recommender interface
             opt = model.make_optimizer(1e-3, tr.backend)
         else:
             opt = optim.GMFOptimizer(model, 1e-3, backend=tr.backend)
