@@ -149,29 +149,46 @@ def sample_uniform(users, n, gaps, indptr, free, n_items, table, shift, seed):
     ``table`` (a hash set of the blocked keys, or empty) is given and at least half the items are
     allowed, a draw is a uniform item rejected while blocked (at most 32 tries, then the exact gap
     draw: either way uniform). Draw ``c`` of row ``b`` uses counters ``64 * (b * n + c) + 0..63``.
+
+    Rows run in parallel in chunks of 64. A chunk first reads the hash slot of every first try (one
+    loop of independent loads, so their cache misses overlap), then draws: the probes, whose early
+    exits would otherwise wait for one miss after the other, mostly find their slot in the cache.
     """
     b_count = users.shape[0]
     out = np.empty((b_count, n), np.int64)
     reject = table.shape[0] > 0
-    for b in prange(b_count):
-        u = users[b]
-        lo = indptr[u]
-        hi = indptr[u + 1]
-        f = free[u]
-        base = u * n_items
-        rej = reject and 2 * f >= n_items
-        for c in range(n):
-            ctr = 64 * (b * n + c)
-            item = -1
-            if rej:
-                for a in range(32):
-                    j = _below(seed, ctr + a, n_items)
-                    if not _hash_has(table, shift, base + j):
-                        item = j
-                        break
-            if item < 0:
-                item = _gap_draw(gaps, lo, hi, f, seed, ctr + 63)
-            out[b, c] = item
+    chunks = (b_count + 63) >> 6
+    sink = np.zeros(chunks, np.int64)  # keeps the loads of the first pass
+    for chunk in prange(chunks):
+        first = chunk << 6
+        last = min(b_count, first + 64)
+        if reject:
+            acc = np.int64(0)
+            for b in range(first, last):
+                base = users[b] * n_items
+                for c in range(n):
+                    key = base + _below(seed, 64 * (b * n + c), n_items)
+                    acc += table[np.int64((np.uint64(key) * _PHI) >> shift)]
+            sink[chunk] = acc
+        for b in range(first, last):
+            u = users[b]
+            lo = indptr[u]
+            hi = indptr[u + 1]
+            f = free[u]
+            base = u * n_items
+            rej = reject and 2 * f >= n_items
+            for c in range(n):
+                ctr = 64 * (b * n + c)
+                item = -1
+                if rej:
+                    for a in range(32):
+                        j = _below(seed, ctr + a, n_items)
+                        if not _hash_has(table, shift, base + j):
+                            item = j
+                            break
+                if item < 0:
+                    item = _gap_draw(gaps, lo, hi, f, seed, ctr + 63)
+                out[b, c] = item
     return out
 
 
