@@ -103,14 +103,16 @@ def _gap_keys(keys: np.ndarray, n_users: int, n_items: int) -> tuple[np.ndarray,
 def _row_gaps(gaps: np.ndarray, indptr: np.ndarray, n_items: int) -> np.ndarray:
     """The gap keys of :func:`_gap_keys` without their row's ``user * n_items``: ``b_t - t`` for a
     user's ``t``-th blocked item, so the ``k``-th item that is not blocked is
-    ``k + #{t : b_t - t <= k}`` within the row's segment, and item ``b_t`` is ``gaps[t] + t``.
+    ``k + #{t : b_t - t <= k}`` within the row's segment, and a row starting at ``lo = indptr[user]``
+    blocks the items ``gaps[lo + t] + t``.
 
     What the compiled kernels read: int32 (half the bytes of the int64 keys, which a per-row bitmap or
     binary search streams through) while ``n_items`` allows it, int64 otherwise.
     """
     dtype = np.int32 if n_items <= np.iinfo(np.int32).max else np.int64
-    users = np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
-    return (gaps - users * n_items).astype(dtype)
+    rows = np.repeat(np.arange(indptr.size - 1, dtype=np.int64) * n_items, np.diff(indptr))
+    np.subtract(gaps, rows, out=rows)  # one temporary of the keys' size
+    return rows.astype(dtype, copy=False)
 
 
 @dataclass
