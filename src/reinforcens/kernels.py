@@ -163,58 +163,46 @@ def sample_uniform(users, n, gaps, indptr, free, n_items, table, shift, seed):
     allowed, a draw is a uniform item rejected while blocked (at most 32 tries, then the exact gap
     draw: either way uniform). Draw ``c`` of row ``b`` uses counters ``64 * (b * n + c) + 0..63``.
 
-    Rows run in parallel in chunks of 64 (:func:`_uniform_rows`).
+    Rows run in parallel in chunks of 64. A chunk first reads the hash slot of every first try (one
+    loop of independent loads, so their cache misses overlap), then draws: the probes, whose early
+    exits would otherwise wait for one miss after the other, mostly find their slot in the cache.
     """
     b_count = users.shape[0]
     out = np.empty((b_count, n), np.int64)
+    reject = table.shape[0] > 0
     chunks = (b_count + 63) >> 6
     sink = np.zeros(chunks, np.int64)  # keeps the loads of the first pass
     for chunk in prange(chunks):
         first = chunk << 6
-        sink[chunk] = _uniform_rows(
-            first, min(b_count, first + 64), users, n, gaps, indptr, free, n_items, table, shift, seed, out
-        )
-    return out
-
-
-@njit(**_JIT)
-def _uniform_rows(first, last, users, n, gaps, indptr, free, n_items, table, shift, seed, out):
-    """The rows ``first .. last - 1`` of :func:`sample_uniform` into ``out``.
-
-    The chunk first reads the hash slot of every first try (one loop of independent loads, so their
-    cache misses overlap), then draws: the probes, whose early exits would otherwise wait for one miss
-    after the other, mostly find their slot in the cache. A function of its own, not the body of the
-    parallel loop: compiled as the body of numba's parallel loop the same code took 2.4 times as long
-    (BENCHMARKS.md, "Draws without division"). Returns the sum of the first pass's loads.
-    """
-    reject = table.shape[0] > 0
-    acc = np.int64(0)
-    if reject:
+        last = min(b_count, first + 64)
+        if reject:
+            acc = np.int64(0)
+            for b in range(first, last):
+                base = users[b] * n_items
+                for c in range(n):
+                    key = base + _below(seed, 64 * (b * n + c), n_items)
+                    acc += table[np.int64((np.uint64(key) * _PHI) >> shift)]
+            sink[chunk] = acc
         for b in range(first, last):
-            base = users[b] * n_items
+            u = users[b]
+            lo = indptr[u]
+            hi = indptr[u + 1]
+            f = free[u]
+            base = u * n_items
+            rej = reject and 2 * f >= n_items
             for c in range(n):
-                key = base + _below(seed, 64 * (b * n + c), n_items)
-                acc += table[np.int64((np.uint64(key) * _PHI) >> shift)]
-    for b in range(first, last):
-        u = users[b]
-        lo = indptr[u]
-        hi = indptr[u + 1]
-        f = free[u]
-        base = u * n_items
-        rej = reject and 2 * f >= n_items
-        for c in range(n):
-            ctr = 64 * (b * n + c)
-            item = -1
-            if rej:
-                for a in range(32):
-                    j = _below(seed, ctr + a, n_items)
-                    if not _hash_has(table, shift, base + j):
-                        item = j
-                        break
-            if item < 0:
-                item = _gap_draw(gaps, lo, hi, f, seed, ctr + 63)
-            out[b, c] = item
-    return acc
+                ctr = 64 * (b * n + c)
+                item = -1
+                if rej:
+                    for a in range(32):
+                        j = _below(seed, ctr + a, n_items)
+                        if not _hash_has(table, shift, base + j):
+                            item = j
+                            break
+                if item < 0:
+                    item = _gap_draw(gaps, lo, hi, f, seed, ctr + 63)
+                out[b, c] = item
+    return out
 
 
 @njit(inline="always", **_JIT)
@@ -756,45 +744,27 @@ def reinforce_adam_step(
 
 @njit(parallel=True, fastmath=_FM, **_JIT)
 def best_candidate(users, cands, user_w, item_w, h):
-    """Index of the highest-scored candidate of each row (DNS); the first on ties. Rows run in parallel
-    in chunks of 64 (:func:`_best_rows`)."""
-    b_count = cands.shape[0]
-    out = np.empty(b_count, np.int64)
-    for chunk in prange((b_count + 63) >> 6):
-        _best_rows(chunk << 6, min(b_count, (chunk + 1) << 6), users, cands, user_w, item_w, h, out)
-    return out
-
-
-@njit(fastmath=_FM, **_JIT)
-def _best_rows(first, last, users, cands, user_w, item_w, h, out):
-    """The rows ``first .. last - 1`` of :func:`best_candidate` into ``out``.
-
-    A row's scores are computed first and compared after: with the comparison's branch inside the
-    scoring loop, each mispredicted branch discards the loads of the candidate rows already under way.
-    A function of its own, its scratch allocated once per chunk, not once per row as in the body of
-    numba's parallel loop (BENCHMARKS.md, "Draws without division").
-    """
-    n = cands.shape[1]
+    """Index of the highest-scored candidate of each row (DNS); the first on ties."""
+    b_count, n = cands.shape
     k_dim = h.shape[0]
-    ph = np.empty(k_dim, np.float32)
-    z = np.empty(n, np.float32)
-    for b in range(first, last):
+    out = np.empty(b_count, np.int64)
+    for b in prange(b_count):
         u = users[b]
+        ph = np.empty(k_dim, np.float32)
         for k in range(k_dim):
             ph[k] = user_w[u, k] * h[k]
-        for c in range(n):
-            item = cands[b, c]
-            s = np.float32(0.0)
-            for k in range(k_dim):
-                s += ph[k] * item_w[item, k]
-            z[c] = s
         best = -np.inf
         pick = 0
         for c in range(n):
-            if z[c] > best:
-                best = z[c]
+            item = cands[b, c]
+            z = np.float32(0.0)
+            for k in range(k_dim):
+                z += ph[k] * item_w[item, k]
+            if z > best:
+                best = z
                 pick = c
         out[b] = pick
+    return out
 
 
 @njit(parallel=True, fastmath=_FM, **_JIT)
@@ -845,7 +815,7 @@ def loss_softmax_choice(users, positives, cands, user_w, item_w, h, rho, seed):
         for k in range(k_dim):
             x += ph[k] * item_w[i, k]
         z = np.empty(n, np.float64)
-        for c in range(n):  # the scores first: no branch between the loads (see best_candidate)
+        for c in range(n):  # the scores first, their softplus after (BENCHMARKS.md, "Draws without division")
             item = cands[b, c]
             s = np.float32(0.0)
             for k in range(k_dim):
