@@ -259,6 +259,34 @@ class TestMF(RecommenderContract):
 class TestLightGCN(RecommenderContract):
     kind = "lightgcn"
 
+    def test_the_normalised_adjacency_is_exactly_symmetric(self):
+        """The backward pass multiplies by ``A`` for ``A^T``: that needs ``A^T == A`` to the last bit."""
+        spec, model = self._model(5)
+        dense = model.adjacency.to_dense()
+        assert torch.equal(dense, dense.T)
+        assert int((dense != 0).sum()) == 2 * len(
+            {(int(u), int(i)) for u, i in zip(spec.click_users, spec.click_items, strict=True)}
+        )
+
+    def test_propagation_gradient_is_the_dense_oracle_gradient(self):
+        """The gradient of any function of the propagated tables, taken through the propagation
+        (forward ``A @ E`` and backward ``A @ G``), equals the autograd gradient of the dense oracle
+        propagation in float64."""
+        spec, model = self._model(6)
+        gen = torch.Generator().manual_seed(3)
+        w_u = torch.randn(N_USERS, DIM, generator=gen, dtype=torch.float64)
+        w_i = torch.randn(N_ITEMS, DIM, generator=gen, dtype=torch.float64)
+        p, q = model.propagate()
+        ((p.double() * w_u).sum() + (q.double() * w_i).sum()).backward()
+        params = {
+            k: v.double().requires_grad_(k in dict(model.named_parameters()))
+            for k, v in _trainable(model).items()
+        }
+        po, qo, _ = oracle_tables(self.kind, params, spec)
+        ((po * w_u).sum() + (qo * w_i).sum()).backward()
+        for name, param in model.named_parameters():
+            torch.testing.assert_close(param.grad.double(), params[name].grad, rtol=1e-5, atol=1e-6)
+
 
 def test_every_model_is_in_the_contract():
     covered = {cls.kind for cls in RecommenderContract.__subclasses__()}

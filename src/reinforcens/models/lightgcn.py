@@ -46,6 +46,26 @@ def normalized_adjacency(users: np.ndarray, items: np.ndarray, n_users: int, n_i
         return adj.to_sparse_csr()
 
 
+class _SymmetricPropagation(torch.autograd.Function):
+    """``A @ E`` for a symmetric sparse ``A`` (no gradient of its own), whose backward is ``A @ G``.
+
+    Autograd's backward of a sparse CSR product multiplies by ``A^T``, which it builds anew on every
+    call. The normalised adjacency of :func:`normalized_adjacency` is exactly symmetric (entries
+    ``(u, i)`` and ``(i, u)`` hold the same float32 product ``d_u^{-1/2} d_i^{-1/2}``), so its backward
+    is one more product like the forward's (BENCHMARKS.md, "LightGCN's backward pass").
+    """
+
+    @staticmethod
+    def forward(ctx, adjacency: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(adjacency)
+        return adjacency @ e
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
+        (adjacency,) = ctx.saved_tensors
+        return None, adjacency @ grad
+
+
 class LightGCN(Recommender):
     """LightGCN over the training clicks (see the module docstring).
 
@@ -107,7 +127,7 @@ class LightGCN(Recommender):
         e = torch.cat([self.user.weight, self.item.weight])
         layers = [e]
         for _ in range(self.layers):
-            e = self.adjacency @ e
+            e = _SymmetricPropagation.apply(self.adjacency, e)
             layers.append(e)
         return layers
 
