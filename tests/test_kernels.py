@@ -14,6 +14,7 @@ from reinforcens.errors import ConfigError
 from reinforcens.mmd import gaussian_kernel, mmd_reward
 from reinforcens.models.gmf import GMF
 from reinforcens.ops import SoftmaxChoice
+from reinforcens.ops.numba_ops import NumbaOps
 from reinforcens.optim import GMFOptimizer
 from reinforcens.samplers.base import Negatives
 
@@ -374,6 +375,28 @@ def test_best_candidate_is_the_first_argmax_of_the_scores():
     assert (got != 5).all()  # the repeat of position 2 never wins
 
 
+@pytest.mark.parametrize("n_top", [1, 2, 5, 32, 33, 60])
+def test_top_n_choice_takes_the_drawn_rank_of_a_stable_sort_with_ties_and_nans(n_top):
+    """DNS(M,N)'s pick is the candidate at rank ``_below(seed, b, n_top)`` of numpy's stable sort of
+    the negated scores (ties by position, NaN last), whether the kernel keeps the best by insertion
+    (``n_top <= 32``) or sorts. Integer weights make every score exact in float32, so equal scores
+    are real ties; some item rows are NaN."""
+    rng = np.random.default_rng(n_top)
+    n_users, n_items, dim, n = 6, 50, 4, 60
+    user_w = rng.integers(-2, 3, (n_users, dim)).astype(np.float32)
+    item_w = rng.integers(-2, 3, (n_items, dim)).astype(np.float32)
+    item_w[[3, 17, 41]] = np.nan
+    h = np.ones(dim, np.float32)
+    users = rng.integers(0, n_users, 200)
+    cands = rng.integers(0, n_items, (200, n))
+    got = kernels.top_n_choice(users, cands, user_w, item_w, h, n_top, 11)
+    z = np.einsum("bk,bck->bc", user_w[users].astype(np.float64), item_w[cands].astype(np.float64))
+    ranks = kernels.random_below(11, np.arange(200), n_top)
+    want = [np.argsort(-z[b], kind="stable")[ranks[b]] for b in range(200)]
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(z).any(axis=1).mean() > 0.9 and (ranks > 0).any() == (n_top > 1)
+
+
 def test_counter_random_numbers_are_uniform_and_seeded():
     a = kernels.random_below(7, np.arange(50000), 10)
     assert stats.chisquare(np.bincount(a, minlength=10)).pvalue > 1e-3
@@ -402,13 +425,26 @@ def test_draws_below_n_are_the_multiply_shift_of_the_62_bit_random_number(n):
     assert got.min() >= 0 and got.max() < n
 
 
-def test_draws_below_n_beyond_32_bits_stay_in_range_and_uniform():
-    """Above ``2**32`` items ``_below`` takes ``r mod n``: in range, and its top bits uniform."""
-    n = 2**40 + 17
-    got = kernels.random_below(3, np.arange(40_000), n)
-    want = [_splitmix62(3, c) % n for c in range(40_000)]
-    assert got.tolist() == want
-    assert stats.chisquare(np.bincount(got * 8 // n, minlength=8)).pvalue > 1e-3
+def test_draws_below_n_refuse_bounds_of_32_bits_and_more():
+    with pytest.raises(ValueError, match="2\\*\\*32"):
+        kernels.random_below(3, np.arange(4), 2**32)
+    with pytest.raises(ValueError, match="0 < n"):
+        kernels.random_below(3, np.arange(4), 0)
+
+
+def test_the_numba_backend_refuses_catalogues_its_draws_cannot_reach(monkeypatch):
+    """``_below`` is exact for fewer than ``2**32`` items only: the numba backend's training data refuse
+    larger catalogues with a one-line error (the bound lowered here to stand for ``2**32``)."""
+    from reinforcens.training_data import TrainingData
+
+    NumbaOps().check_catalogue(2**32 - 1)
+    with pytest.raises(ValueError, match="--backend torch"):
+        NumbaOps().check_catalogue(2**32)
+    data, _ = build(1, n_items=12)
+    monkeypatch.setattr(kernels, "MAX_DRAW_BOUND", data.n_items)
+    TrainingData.from_prepared(data, "cpu", "torch")  # the torch backend has no such bound
+    with pytest.raises(ValueError, match=f"not {data.n_items}"):
+        TrainingData.from_prepared(data, "cpu", "numba")
 
 
 def test_hash_set_membership_equals_isin():

@@ -36,8 +36,9 @@ _U27 = np.uint64(27)
 _U30 = np.uint64(30)
 _U31 = np.uint64(31)
 _U32 = np.uint64(32)
-_U2_32 = np.uint64(1 << 32)
 _LOW32 = np.uint64(0xFFFFFFFF)
+#: the draws below ``n`` need ``n`` below this (see :func:`_below`)
+MAX_DRAW_BOUND = 1 << 32
 
 
 # ------------------------------------------------------------------------------- random numbers
@@ -51,18 +52,19 @@ def _rand64(seed, counter):
 
 @njit(inline="always", **_JIT)
 def _below(seed, counter, n):
-    """Uniform in ``[0, n)``: ``floor(r * n / 2**62)`` of a 62-bit draw ``r`` (bias below ``n / 2**62``).
+    """Uniform in ``[0, n)`` for ``n < 2**32``: ``floor(r * n / 2**62)`` of a 62-bit draw ``r`` (bias
+    below ``n / 2**62``).
 
-    Lemire's multiply-shift instead of ``r mod n``: for ``n < 2**32`` the product is taken from the two
-    32-bit halves of ``r``, ``(r_hi * n + (r_lo * n >> 32)) >> 30``, which is exactly the floor above
-    (``r_hi * n < 2**62``, no overflow) and costs two multiplications instead of a 64-bit division
-    (BENCHMARKS.md, "Draws without division"); larger ``n`` take ``r mod n``.
+    Lemire's multiply-shift instead of ``r mod n``: the product is taken from the two 32-bit halves of
+    ``r``, ``(r_hi * n + (r_lo * n >> 32)) >> 30``, which is exactly the floor above (``r_hi * n <
+    2**62``: no overflow) and costs two multiplications instead of a 64-bit division (BENCHMARKS.md,
+    "Draws without division"). Every ``n`` the kernels draw below is a count of items, so
+    :meth:`reinforcens.ops.numba_ops.NumbaOps.check_catalogue` refuses catalogues of ``2**32`` items or
+    more; a branch for them made the hash-set draws of :func:`sample_uniform` slower (BENCHMARKS.md).
     """
     r = _rand64(seed, counter) >> _U2
     m = np.uint64(n)
-    if m < _U2_32:
-        return np.int64(((r >> _U32) * m + (((r & _LOW32) * m) >> _U32)) >> _U30)
-    return np.int64(r % m)
+    return np.int64(((r >> _U32) * m + (((r & _LOW32) * m) >> _U32)) >> _U30)
 
 
 @njit(inline="always", **_JIT)
@@ -73,6 +75,8 @@ def _unit(seed, counter):
 
 def random_below(seed: int, counters: np.ndarray, n: int) -> np.ndarray:
     """The kernels' draws ``_below(seed, counter, n)`` for an array of counters (for tests)."""
+    if not 0 < n < MAX_DRAW_BOUND:
+        raise ValueError(f"draws below n need 0 < n < 2**32, got {n}")
     return _below_many(seed, np.asarray(counters, dtype=np.int64), n)
 
 
@@ -771,9 +775,12 @@ def best_candidate(users, cands, user_w, item_w, h):
 def top_n_choice(users, cands, user_w, item_w, h, n_top, seed):
     """Index of one candidate per row drawn uniformly among its ``n_top`` highest-scored (DNS(M, N)).
 
-    The scores ``h . (p_u * q_c)`` of a row are ranked by a stable sort, highest first, so equal scores
-    rank by position (the earlier first); the drawn rank is ``_below(seed, b, n_top)`` (counter ``b``, the
-    row), so the result depends on the seed alone. Rows run in parallel.
+    The scores ``h . (p_u * q_c)`` of a row are ranked highest first, equal scores by position (the
+    earlier first) and NaN scores last, as a stable sort of the negated scores ranks them; the drawn
+    rank is ``_below(seed, b, n_top)`` (counter ``b``, the row), so the result depends on the seed
+    alone. Rows run in parallel. For ``n_top <= 32`` the ``n_top`` best are kept by insertion while
+    the row is scored (:func:`_insert_ranked`; a few comparisons per candidate instead of a sort of
+    all of them), for more by the stable sort.
     """
     b_count, n = cands.shape
     k_dim = h.shape[0]
@@ -783,16 +790,52 @@ def top_n_choice(users, cands, user_w, item_w, h, n_top, seed):
         ph = np.empty(k_dim, np.float32)
         for k in range(k_dim):
             ph[k] = user_w[u, k] * h[k]
-        neg = np.empty(n, np.float32)  # minus the scores: an ascending stable sort ranks them
+        z = np.empty(n, np.float32)
         for c in range(n):
             item = cands[b, c]
-            z = np.float32(0.0)
+            acc = np.float32(0.0)
             for k in range(k_dim):
-                z += ph[k] * item_w[item, k]
-            neg[c] = -z
-        order = np.argsort(neg, kind="mergesort")
-        out[b] = order[_below(seed, b, n_top)]
+                acc += ph[k] * item_w[item, k]
+            z[c] = acc
+        rank = _below(seed, b, n_top)
+        if n_top <= 32:
+            top_z = np.empty(n_top, np.float32)
+            top_c = np.empty(n_top, np.int64)
+            filled = 0
+            for c in range(n):
+                filled = _insert_ranked(z[c], c, top_z, top_c, filled)
+            out[b] = top_c[rank]
+        else:
+            out[b] = np.argsort(-z, kind="mergesort")[rank]
     return out
+
+
+@njit(inline="always", **_JIT)
+def _ranks_before(a, b):
+    """Whether score ``a`` of a later position ranks before score ``b``: higher, or ``b`` NaN and ``a``
+    not."""
+    return a > b or (b != b and a == a)
+
+
+@njit(inline="always", **_JIT)
+def _insert_ranked(zc, c, top_z, top_c, filled):
+    """Insert candidate ``c`` (score ``zc``, a later position than every kept one) into the kept best
+    ``top_z``/``top_c`` (ranked, ``filled`` of ``len(top_z)`` used); returns the new ``filled``."""
+    m = top_z.shape[0]
+    if filled < m:
+        pos = filled
+        filled += 1
+    elif _ranks_before(zc, top_z[m - 1]):
+        pos = m - 1
+    else:
+        return filled
+    while pos > 0 and _ranks_before(zc, top_z[pos - 1]):
+        top_z[pos] = top_z[pos - 1]
+        top_c[pos] = top_c[pos - 1]
+        pos -= 1
+    top_z[pos] = zc
+    top_c[pos] = c
+    return filled
 
 
 @njit(parallel=True, fastmath=_FM, **_JIT)

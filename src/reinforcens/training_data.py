@@ -176,6 +176,7 @@ class TrainingData:
         ops.check_device(device)
         clicks, exposures = data.train_clicks, data.train_exposures
         n_users, n_items = data.n_users, data.n_items
+        ops.check_catalogue(n_items)
         click_counts = clicks.counts()
         full = np.flatnonzero(click_counts >= n_items)
         if full.size:

@@ -100,6 +100,10 @@ class Ops(ABC):
         """Raise ``ValueError`` if this backend cannot run on ``device`` (default: any device)."""
         return None
 
+    def check_catalogue(self, n_items: int) -> None:
+        """Raise ``ValueError`` if this backend cannot draw from ``n_items`` items (default: any)."""
+        return None
+
     # ------------------------------------------------------------------ item sets
     @abstractmethod
     def is_clicked(self, data: TrainingData, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -59,6 +59,9 @@ class DistributedOps(Ops):
     def check_device(self, device: str | torch.device) -> None:
         self.inner.check_device(device)
 
+    def check_catalogue(self, n_items: int) -> None:
+        self.inner.check_catalogue(n_items)
+
     def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.parallel.all_sum(tensor)
 

@@ -36,6 +36,12 @@ class NumbaOps(Ops):
         if torch.device(device).type != "cpu":
             raise ValueError(f"the numba backend runs on the CPU only, not on {device}")
 
+    def check_catalogue(self, n_items):
+        if n_items >= kernels.MAX_DRAW_BOUND:
+            raise ValueError(
+                f"the numba backend draws from fewer than 2**32 items, not {n_items}: use --backend torch"
+            )
+
     # ------------------------------------------------------------------ item sets
     def is_clicked(self, data, users, items):
         a = data._arrays
