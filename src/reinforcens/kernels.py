@@ -58,9 +58,9 @@ def _below(seed, counter, n):
     Lemire's multiply-shift instead of ``r mod n``: the product is taken from the two 32-bit halves of
     ``r``, ``(r_hi * n + (r_lo * n >> 32)) >> 30``, which is exactly the floor above (``r_hi * n <
     2**62``: no overflow) and costs two multiplications instead of a 64-bit division (BENCHMARKS.md,
-    "Draws without division"). Every ``n`` the kernels draw below is a count of items, so
+    "Draws without division"). Every ``n`` the kernels draw below is a count of items, and
     :meth:`reinforcens.ops.numba_ops.NumbaOps.check_catalogue` refuses catalogues of ``2**32`` items or
-    more; a branch for them made the hash-set draws of :func:`sample_uniform` slower (BENCHMARKS.md).
+    more, so no branch for larger ``n`` sits in the draw loops.
     """
     r = _rand64(seed, counter) >> _U2
     m = np.uint64(n)
