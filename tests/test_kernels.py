@@ -438,12 +438,12 @@ def test_the_numba_backend_refuses_catalogues_its_draws_cannot_reach(monkeypatch
     from reinforcens.training_data import TrainingData
 
     NumbaOps().check_catalogue(2**32 - 1)
-    with pytest.raises(ValueError, match="--backend torch"):
+    with pytest.raises(ConfigError, match="--backend torch"):
         NumbaOps().check_catalogue(2**32)
     data, _ = build(1, n_items=12)
     monkeypatch.setattr(kernels, "MAX_DRAW_BOUND", data.n_items)
     TrainingData.from_prepared(data, "cpu", "torch")  # the torch backend has no such bound
-    with pytest.raises(ValueError, match=f"not {data.n_items}"):
+    with pytest.raises(ConfigError, match=f"not {data.n_items}"):
         TrainingData.from_prepared(data, "cpu", "numba")
 
 

@@ -101,7 +101,8 @@ class Ops(ABC):
         return None
 
     def check_catalogue(self, n_items: int) -> None:
-        """Raise ``ValueError`` if this backend cannot draw from ``n_items`` items (default: any)."""
+        """Raise :class:`reinforcens.errors.ConfigError` if this backend cannot draw from ``n_items``
+        items (default: any)."""
         return None
 
     # ------------------------------------------------------------------ item sets

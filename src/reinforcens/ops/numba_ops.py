@@ -12,6 +12,7 @@ import torch
 
 from reinforcens import kernels
 from reinforcens.backend import draw_seed, kernel_parts, np_view
+from reinforcens.errors import ConfigError
 from reinforcens.mmd import mmd_reward
 from reinforcens.ops.base import Ops, SoftmaxChoice, check_rows
 
@@ -38,8 +39,9 @@ class NumbaOps(Ops):
 
     def check_catalogue(self, n_items):
         if n_items >= kernels.MAX_DRAW_BOUND:
-            raise ValueError(
-                f"the numba backend draws from fewer than 2**32 items, not {n_items}: use --backend torch"
+            raise ConfigError(
+                f"config key 'backend': the numba backend draws from fewer than 2**32 items, not {n_items}: "
+                "use --backend torch"
             )
 
     # ------------------------------------------------------------------ item sets
