@@ -27,11 +27,14 @@ import torch
 from reinforcens.backend import set_threads
 
 #: sampler options: DNS(M,N) and Softmax(rho,N) at N = 300, as their tuned settings of EXPERIMENTS.md
+#: section 16; MixGCF at N = 32 (the middle of its grid), RecNS at its defaults
 OPTIONS = {
     "uniform": {},
     "dns": {},
     "dns-mn": {"dns_candidates": 300, "top_m": 5},
     "softmax": {"n_candidates": 300},
+    "mixgcf": {"n_candidates": 32},
+    "recns": {},
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from reinforcens.models.base import Recommender, rows_of
+from reinforcens.models.base import Recommender, Tables
 from reinforcens.samplers.base import Mixture, Negatives, NegativeSampler, SamplerConfig
 
 
@@ -82,10 +82,15 @@ class MixGCFSampler(NegativeSampler):
             t = recommender.tables()
             _, layers = recommender.layer_tables()
             n_layers = layers.shape[1]
-            pu = rows_of(t.user, users) * t.h  # (B, K)
-            cand_rows = layers[cands]  # (B, N, H, K)
-            scores = torch.einsum("bk,bnhk->bhn", pu, cand_rows)  # the layer-l scores of the candidates
-            pick = first_argmax(scores, dim=2)  # (B, H)
+            # hop mixing: per layer, the candidate of best layer-l score (DNS's argmax on that layer's
+            # items, scored in one pass without gathering the (B, N, H, K) candidate rows)
+            pick = torch.cat(
+                [
+                    self.data.ops.best_candidate(Tables(t.user, layers[:, h].contiguous(), t.h), users, cands)
+                    for h in range(n_layers)
+                ],
+                dim=1,
+            )  # (B, H)
             alpha = torch.rand((users.shape[0], n_layers), generator=self.generator, device=cands.device).to(
                 layers.dtype
             )
