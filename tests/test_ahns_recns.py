@@ -387,3 +387,20 @@ def test_trains_above_chance_and_resumes_exactly(
     )
     full = assert_trains_and_resumes_exactly(tiny_prepared, cfg, tmp_path, monkeypatch, crash_at=5)
     assert full["valid.auc"] > floor and full["test.auc"] > floor
+
+
+def test_row_members_equals_python_sets():
+    """``row_members(x, of)[b, j]`` is ``x[b, j] in set(of[b])`` (repeated entries, rows of other
+    lengths, a row with no member, a row where all are members)."""
+    from reinforcens.samplers.recns import row_members
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.integers(0, 12, (200, 7)))
+    of = torch.from_numpy(rng.integers(0, 12, (200, 5)))
+    of[0] = 99
+    of[1, :] = x[1, :5]
+    x[1, 5:] = x[1, 0]
+    got = row_members(x, of).tolist()
+    want = [[v in set(o) for v in row] for row, o in zip(x.tolist(), of.tolist(), strict=True)]
+    assert got == want
+    assert not any(got[0]) and all(got[1])

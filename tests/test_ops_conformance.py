@@ -7,6 +7,7 @@ under test.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -185,6 +186,38 @@ def test_exposed_draws_are_uniform_over_the_exposed_items(backend):
             _assert_uniform(got, sets.exposures[u])
         else:
             assert set(got) == {-1}
+
+
+def test_set_draws_are_uniform_subsets_or_uniform_with_replacement(backend):
+    """``sample_sets``: from a set of ``n`` or more items, ``n`` distinct items with every ``n``-subset
+    equally likely (chi-square over the subsets, a Python ``itertools`` oracle); from a smaller set,
+    draws uniform with replacement; ``-1`` from an empty set; the sizes; reproducible under a seed."""
+    ops = backend[0]
+    sets = [[3, 7, 9, 11, 20], [4], [], [1, 2], list(range(30, 42))]
+    indptr = torch.tensor(np.cumsum([0] + [len(x) for x in sets]), dtype=torch.int64)
+    flat = torch.tensor([i for x in sets for i in x], dtype=torch.int64)
+    users = torch.arange(len(sets)).repeat(6000)
+    items, size = ops.sample_sets(indptr, flat, users, 2, _gen())
+    assert items.shape == (users.numel(), 2) and items.dtype == torch.int64
+    assert size.tolist() == [len(sets[u]) for u in users.tolist()]
+    rows = {u: items[users == u].tolist() for u in range(len(sets))}
+    for u in (0, 3, 4):  # n <= m: distinct items of the set, uniform over the unordered pairs
+        subsets = [frozenset(r) for r in rows[u]]
+        assert all(len(x) == 2 for x in subsets) and set().union(*subsets) <= set(sets[u])
+        want = [frozenset(c) for c in itertools.combinations(sets[u], 2)]
+        counts = np.array([subsets.count(c) for c in want])
+        assert counts.sum() == len(subsets)
+        if len(want) > 1:
+            assert stats.chisquare(counts).pvalue > 1e-4, counts
+    assert all(r == [4, 4] for r in rows[1])  # one item, drawn twice
+    assert all(r == [-1, -1] for r in rows[2])  # empty set
+    three, _ = ops.sample_sets(indptr, flat, torch.full((6000,), 3), 3, _gen(1))  # m = 2 < n = 3
+    triples = [tuple(r) for r in three.tolist()]
+    assert set(triples) == set(itertools.product([1, 2], repeat=3))  # with replacement
+    assert stats.chisquare([triples.count(t) for t in itertools.product([1, 2], repeat=3)]).pvalue > 1e-4
+    again, _ = ops.sample_sets(indptr, flat, users, 2, _gen())
+    assert torch.equal(items, again)
+    assert not torch.equal(items, ops.sample_sets(indptr, flat, users, 2, _gen(7))[0])
 
 
 @pytest.mark.parametrize("flags", [True, False])

@@ -312,6 +312,42 @@ def sample_segments(users, n, keys, indptr, n_items, seed):
 
 
 @njit(parallel=True, **_JIT)
+def sample_sets(users, indptr, flat, n, seed):
+    """``n`` items per user from the user's set ``flat[indptr[u]:indptr[u + 1]]``: a uniform ``n``-subset
+    by Floyd's algorithm where the set holds ``n`` or more items, uniform draws with replacement where
+    it holds fewer, ``-1`` where it is empty. Draw ``t`` of row ``b`` uses counter ``b * n + t``.
+
+    Floyd's step ``t`` (``t = 0 .. n - 1``, ``m`` the set's size) draws a rank ``r`` uniform in
+    ``[0, m - n + t]`` and keeps ``m - n + t`` instead if ``r`` was drawn before; the ``n`` ranks are a
+    uniform ``n``-subset of ``[0, m)``. Returns items (B, n) and the sets' sizes (B,)."""
+    b_count = users.shape[0]
+    out = np.full((b_count, n), -1, np.int64)
+    size = np.zeros(b_count, np.int64)
+    for b in prange(b_count):
+        u = users[b]
+        start = indptr[u]
+        m = indptr[u + 1] - start
+        size[b] = m
+        if m <= 0:
+            continue
+        if m < n:
+            for t in range(n):
+                out[b, t] = flat[start + _below(seed, b * n + t, m)]
+            continue
+        for t in range(n):  # the ranks first, in out[b]
+            top = m - n + t
+            r = _below(seed, b * n + t, top + 1)
+            for s in range(t):
+                if out[b, s] == r:
+                    r = top
+                    break
+            out[b, t] = r
+        for t in range(n):
+            out[b, t] = flat[start + out[b, t]]
+    return out, size
+
+
+@njit(parallel=True, **_JIT)
 def candidates(
     users, n, n_exp, gaps, indptr, free, blocked_has_exposure, exp_keys, exp_indptr, n_items, flags, seed
 ):

@@ -173,6 +173,27 @@ class Ops(ABC):
         """
 
     @abstractmethod
+    def sample_sets(
+        self,
+        indptr: torch.Tensor,
+        flat: torch.Tensor,
+        users: torch.Tensor,
+        n: int,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` items per user from the user's set, a CSR ``flat[indptr[u]:indptr[u + 1]]``: a uniform
+        ``n``-subset (without replacement) where the set holds ``n`` or more items, uniform draws with
+        replacement where it holds fewer (RecNS's draws, :mod:`reinforcens.samplers.recns`).
+
+        Returns
+        -------
+        items : torch.Tensor
+            (B, n) int64; ``-1`` for users whose set is empty.
+        size : torch.Tensor
+            (B,) int64 the sizes of the users' sets.
+        """
+
+    @abstractmethod
     def sample_candidates(
         self,
         data: TrainingData,

@@ -78,6 +78,9 @@ class DistributedOps(Ops):
     def sample_exposed(self, data, users, n, generator):
         return self.inner.sample_exposed(data, users, n, generator)
 
+    def sample_sets(self, indptr, flat, users, n, generator):
+        return self.inner.sample_sets(indptr, flat, users, n, generator)
+
     def sample_candidates(self, data, users, n, n_exp, exclude_exposed, generator, flags=True):
         return self.inner.sample_candidates(data, users, n, n_exp, exclude_exposed, generator, flags)
 

@@ -80,6 +80,14 @@ class NumbaOps(Ops):
         )
         return torch.from_numpy(items), torch.from_numpy(has)
 
+    def sample_sets(self, indptr, flat, users, n, generator):
+        """One compiled pass (:func:`reinforcens.kernels.sample_sets`: Floyd's algorithm)."""
+        items, size = kernels.sample_sets(
+            np_view(users.contiguous()), np_view(indptr.contiguous()), np_view(flat.contiguous()), int(n),
+            draw_seed(generator),
+        )  # fmt: skip
+        return torch.from_numpy(items), torch.from_numpy(size)
+
     def sample_candidates(self, data, users, n, n_exp, exclude_exposed, generator, flags=True):
         """One compiled pass (:func:`reinforcens.kernels.candidates`), with other random numbers than
         separate :meth:`sample_uniform` and :meth:`sample_exposed` calls."""

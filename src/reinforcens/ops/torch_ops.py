@@ -86,6 +86,28 @@ class TorchOps(Ops):
         items = items.sub_(users.unsqueeze(1) * data.n_items)
         return items.masked_fill_(~has.unsqueeze(1), -1), has
 
+    def sample_sets(self, indptr, flat, users, n, generator):
+        """Floyd's algorithm, vectorised over the rows: for ``t = 0 .. n - 1`` a rank ``r`` uniform in
+        ``[0, m - n + t]`` (``m`` the set's size), replaced by ``m - n + t`` if already drawn; the ``n``
+        ranks are a uniform ``n``-subset. Rows of a smaller set take ``n`` ranks uniform in ``[0, m)``."""
+        start = indptr[users]
+        size = indptr[users + 1] - start
+        b = users.shape[0]
+        u = torch.rand((b, n), generator=generator, device=users.device, dtype=torch.float64)
+        with_repl = (u * size.unsqueeze(1)).long()
+        ranks = torch.empty((b, n), dtype=torch.int64, device=users.device)
+        for t in range(n):
+            top = size - n + t  # the largest rank of step t (negative where the set is too small)
+            r = (u[:, t] * (top + 1).clamp(min=1)).long()
+            seen = (ranks[:, :t] == r.unsqueeze(1)).any(1) if t else torch.zeros_like(r, dtype=torch.bool)
+            ranks[:, t] = torch.where(seen, top, r)
+        ranks = torch.where((size >= n).unsqueeze(1), ranks, with_repl)
+        ranks = torch.minimum(ranks, (size - 1).clamp(min=0).unsqueeze(1))
+        if flat.numel() == 0:
+            return torch.full((b, n), -1, dtype=torch.int64, device=users.device), size
+        items = flat[(start.unsqueeze(1) + ranks).clamp(max=flat.numel() - 1)]
+        return torch.where((size > 0).unsqueeze(1), items, -1), size
+
     def sample_candidates(self, data, users, n, n_exp, exclude_exposed, generator, flags=True):
         """:meth:`sample_uniform` for all ``n`` slots, then :meth:`sample_exposed` for the last ``n_exp``
         (kept where the user has exposures); the flags are looked up afterwards."""

@@ -37,6 +37,14 @@ def first_max_position(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x == x.amax(dim=-1, keepdim=True), later, 0).argmax(dim=-1)
 
 
+def row_members(x: torch.Tensor, of: torch.Tensor) -> torch.Tensor:
+    """Whether each entry of ``x`` (B, n) is among the entries of the same row of ``of`` (B, m): a
+    binary search in ``of``'s sorted rows (a (B, n, m) comparison's reductions cost more)."""
+    s = of.sort(dim=1).values
+    at = torch.searchsorted(s, x.contiguous()).clamp_(max=s.shape[1] - 1)
+    return s.gather(1, at) == x
+
+
 def three_hop_region(click_keys: np.ndarray, n_users: int, n_items: int, chunk: int = 1024):
     """Each user's intermediate region: the items 3 hops away in the user-item graph of the training
     clicks (``u -> i -> v -> j``: ``j`` clicked by a user ``v`` who shares a clicked item ``i`` with
@@ -77,43 +85,6 @@ def three_hop_region(click_keys: np.ndarray, n_users: int, n_items: int, chunk: 
     return region.indptr.astype(np.int64), region.indices.astype(np.int64)
 
 
-def draw_from_sets(
-    indptr: torch.Tensor, flat: torch.Tensor, users: torch.Tensor, n: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` items per user from the user's set (a CSR: ``flat[indptr[u]:indptr[u + 1]]``), as the
-    authors' code draws them: without replacement (``random.sample``) from a set of ``n`` or more
-    items, uniformly with replacement (``np.random.choice``) from a smaller one.
-
-    The draw without replacement is Floyd's: for ``t = 0 .. n - 1`` a rank ``r`` uniform in
-    ``[0, m - n + t]`` (``m`` the set's size), replaced by ``m - n + t`` if already drawn; the ``n``
-    ranks are then a uniform ``n``-subset.
-
-    Returns
-    -------
-    items : torch.Tensor
-        (B, n) int64; ``-1`` for users whose set is empty.
-    size : torch.Tensor
-        (B,) the sizes of the users' sets.
-    """
-    start = indptr[users]
-    size = indptr[users + 1] - start
-    b = users.shape[0]
-    u = torch.rand((b, n), generator=generator, device=users.device, dtype=torch.float64)
-    with_repl = (u * size.unsqueeze(1)).long()
-    ranks = torch.empty((b, n), dtype=torch.int64, device=users.device)
-    for t in range(n):
-        top = size - n + t  # the largest rank of step t (negative where the set is too small)
-        r = (u[:, t] * (top + 1).clamp(min=1)).long()
-        seen = (ranks[:, :t] == r.unsqueeze(1)).any(1) if t else torch.zeros_like(r, dtype=torch.bool)
-        ranks[:, t] = torch.where(seen, top, r)
-    ranks = torch.where((size >= n).unsqueeze(1), ranks, with_repl)
-    ranks = torch.minimum(ranks, (size - 1).clamp(min=0).unsqueeze(1))
-    if flat.numel() == 0:
-        return torch.full((b, n), -1, dtype=torch.int64, device=users.device), size
-    items = flat[(start.unsqueeze(1) + ranks).clamp(max=flat.numel() - 1)]
-    return torch.where((size > 0).unsqueeze(1), items, -1), size
-
-
 def recns_weights(n_negs: int) -> tuple[float, float, float]:
     """The merge weights of RecNS's negative ``k`` (the authors' ``neg_i_g_embeddings``): on the
     positive-assisted draw ``n_k``, on the first draw ``n_1`` and on the exposure-augmented pick ``x``:
@@ -131,7 +102,7 @@ class RecNSSampler(NegativeSampler):
 
     1. the intermediate region ``R_u`` (:func:`three_hop_region`): the items 3 hops from ``u`` in the
        graph of the training clicks, less ``u``'s clicks; ``C`` candidates ``c_1 .. c_C`` are drawn
-       from it (:func:`draw_from_sets`);
+       from it (:meth:`reinforcens.ops.Ops.sample_sets`);
     2. positive-assisted sampling: with ``alpha_j ~ U(0, 1)`` per candidate,
 
        .. math::
@@ -219,11 +190,12 @@ class RecNSSampler(NegativeSampler):
         cfg = self.config
         gen, dev = self.generator, users.device
         b = users.shape[0]
-        cands, size = draw_from_sets(self.region_indptr, self.region_items, users, cfg.n_candidates, gen)
+        ops = self.data.ops
+        cands, size = ops.sample_sets(self.region_indptr, self.region_items, users, cfg.n_candidates, gen)
         empty = size == 0
         if bool(empty.any()):
             cands[empty] = self.data.sample_uniform(users[empty], cfg.n_candidates, gen)
-        exposed, n_exp = draw_from_sets(
+        exposed, n_exp = ops.sample_sets(
             self.data.exp_indptr, self.exposed_items, users, cfg.n_candidates, gen
         )
         has = n_exp > 0
@@ -244,9 +216,8 @@ class RecNSSampler(NegativeSampler):
             first = draws[:, 0]
             kth = torch.where(same, first, draws[:, 1])
             # (2): beta from the candidates among the exposed draws (users with exposures only)
-            eq = exposed.unsqueeze(2) == cands.unsqueeze(1)  # (B, C exposed, C candidates)
-            m = eq.any(1).sum(1)
-            boost = eq.any(2) & (has & (m >= 2)).unsqueeze(1)
+            m = row_members(cands, exposed).sum(1)  # candidates that are among the exposed draws
+            boost = row_members(exposed, cands) & (has & (m >= 2)).unsqueeze(1)
             beta = torch.where(boost, m.unsqueeze(1), 1).to(r.dtype)
             r_exp = torch.einsum("bk,bck->bc", pu, t.item[exposed])
             x = exposed.gather(1, first_max_position(beta * r_exp).unsqueeze(1)).squeeze(1)
