@@ -5,7 +5,8 @@ table of BENCHMARKS.md).
     python benchmarks/ab_versions.py 1 ~/.cache/reinforcens/bench/zhihu-seed0/prep bpr,dns,rns30,rns100 40 \
         reinforcens_before,reinforcens
 
-METHODS: bpr, bpr-sgd (BPR with plain SGD), dns, rns30, rns100.
+METHODS: bpr, bpr-sgd (BPR with plain SGD), dns, rns30, rns100, mixgcf16 (MixGCF, N 16), recns50 (RecNS,
+C 50, K 10): the settings tuned on `small` in EXPERIMENTS.md section 15.
 
 PKG_A is an importable copy of an older src/reinforcens with its imports renamed (e.g. the tree of commit
 33899c7 copied to /tmp/before/reinforcens_before with ``reinforcens.`` replaced by ``reinforcens_before.``).
@@ -32,6 +33,8 @@ OPTS = {
     "dns": ("dns", {}),
     "rns30": ("rns", {"n_candidates": 30}),
     "rns100": ("rns", {"n_candidates": 100}),
+    "mixgcf16": ("mixgcf", {"n_candidates": 16}),
+    "recns50": ("recns", {"n_candidates": 50, "n_negs": 10}),
 }
 setups = {}
 for pkg in pkgs:
