@@ -245,6 +245,24 @@ def test_candidates_fill_uniform_then_exposed_slots(backend, exclude, flags):
 
 
 # ------------------------------------------------------------------------------- scoring and choice
+def test_candidate_scores_equal_brute_force_scores(backend):
+    """``score_candidates`` against a float64 Python loop, for user-item scores and for item-item
+    scores (``Tables(item, item, h)``, as RecNS scores a positive against its candidates); float32,
+    on the tables' device, of the candidates' shape."""
+    ops = backend[0]
+    tables = _tables()
+    rng = np.random.default_rng(2)
+    users = torch.from_numpy(rng.integers(0, 9, 200))
+    cands = torch.from_numpy(rng.integers(0, 40, (200, 7)))
+    got = ops.score_candidates(tables, users, cands)
+    assert got.shape == (200, 7) and got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), _brute_scores(tables, users, cands), rtol=1e-5, atol=1e-5)
+    pairs = type(tables)(tables.item, tables.item, tables.h)
+    positives = torch.from_numpy(rng.integers(0, 40, 200))
+    got = ops.score_candidates(pairs, positives, cands)
+    np.testing.assert_allclose(got.numpy(), _brute_scores(pairs, positives, cands), rtol=1e-5, atol=1e-5)
+
+
 def test_best_candidate_is_the_first_argmax_of_brute_force_scores(backend):
     ops = backend[0]
     tables = _tables()

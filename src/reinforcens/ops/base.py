@@ -221,6 +221,26 @@ class Ops(ABC):
 
     # ------------------------------------------------------------------ candidate scoring
     @abstractmethod
+    def score_candidates(self, tables: Tables, users: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+        """Scores ``h . (user[u] * item[c])`` of each row's candidates, without the (B, N, K) rows.
+
+        Parameters
+        ----------
+        tables
+            Effective tables (``user`` may be any table indexed by ``users``: RecNS scores item pairs
+            with ``Tables(item, item, h)``).
+        users
+            (B,) int64 rows of ``tables.user``.
+        cands
+            (B, N) int64 rows of ``tables.item``.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, N) in the tables' dtype, on their device.
+        """
+
+    @abstractmethod
     def best_candidate(self, tables: Tables, users: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
         """Position of the highest-scored candidate of each row (DNS).
 

@@ -84,6 +84,9 @@ class DistributedOps(Ops):
     def sample_candidates(self, data, users, n, n_exp, exclude_exposed, generator, flags=True):
         return self.inner.sample_candidates(data, users, n, n_exp, exclude_exposed, generator, flags)
 
+    def score_candidates(self, tables: Tables, users: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+        return self.inner.score_candidates(tables, users, cands)
+
     def best_candidate(self, tables: Tables, users: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
         return self.inner.best_candidate(tables, users, cands)
 

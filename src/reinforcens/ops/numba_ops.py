@@ -102,6 +102,15 @@ class NumbaOps(Ops):
         return torch.from_numpy(cands), torch.from_numpy(exposed) if flags else None
 
     # ------------------------------------------------------------------ candidate scoring
+    def score_candidates(self, tables, users, cands):
+        """One compiled pass (:func:`reinforcens.kernels.score_lists`: float32 sums, stored as float64,
+        so the cast back is exact)."""
+        scores = kernels.score_lists(
+            np_view(users.contiguous()), np_view(cands.contiguous()), np_view(tables.user),
+            np_view(tables.item), np_view(tables.h),
+        )  # fmt: skip
+        return torch.from_numpy(scores).to(tables.item.dtype)
+
     def best_candidate(self, tables, users, cands):
         best = kernels.best_candidate(
             np_view(users.contiguous()), np_view(cands), np_view(tables.user), np_view(tables.item),

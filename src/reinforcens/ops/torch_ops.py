@@ -121,6 +121,9 @@ class TorchOps(Ops):
 
     # ------------------------------------------------------------------ candidate scoring
     @torch.no_grad()
+    def score_candidates(self, tables, users, cands):
+        return candidate_scores(tables, users, cands)[0]
+
     def best_candidate(self, tables, users, cands):
         return candidate_scores(tables, users, cands)[0].argmax(dim=1, keepdim=True)
 

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import torch
 from pydantic import Field
 
-from reinforcens.models.base import Recommender
+from reinforcens.models.base import Recommender, Tables
 from reinforcens.samplers.base import Mixture, Negatives, NegativeSampler, SamplerConfig
 from reinforcens.training_data import TrainingData
 
@@ -202,11 +202,8 @@ class RecNSSampler(NegativeSampler):
         exposed = torch.where(has.unsqueeze(1), exposed, cands)
         with torch.no_grad():
             t = recommender.tables()
-            pu = t.user[users] * t.h  # (B, K)
-            qi = t.item[positives] * t.h
-            qc = t.item[cands]  # (B, C, K)
-            r = torch.einsum("bk,bck->bc", pu, qc)
-            s = torch.einsum("bk,bck->bc", qi, qc)
+            r = ops.score_candidates(t, users, cands)  # r_uc = h . (p_u * q_c)
+            s = ops.score_candidates(Tables(t.item, t.item, t.h), positives, cands)  # s_ic = h . (q_i * q_c)
             alpha = torch.rand(r.shape, generator=gen, device=dev).to(r.dtype)
             logits = torch.sigmoid(alpha * r + (1.0 - alpha) * s)  # (1)
             g = torch.rand((b, 2, cfg.n_candidates), generator=gen, device=dev).to(r.dtype)
@@ -219,7 +216,7 @@ class RecNSSampler(NegativeSampler):
             m = row_members(cands, exposed).sum(1)  # candidates that are among the exposed draws
             boost = row_members(exposed, cands) & (has & (m >= 2)).unsqueeze(1)
             beta = torch.where(boost, m.unsqueeze(1), 1).to(r.dtype)
-            r_exp = torch.einsum("bk,bck->bc", pu, t.item[exposed])
+            r_exp = ops.score_candidates(t, users, exposed)
             x = exposed.gather(1, first_max_position(beta * r_exp).unsqueeze(1)).squeeze(1)
         n_k = cands.gather(1, kth.unsqueeze(1)).squeeze(1)
         n_1 = cands.gather(1, first.unsqueeze(1)).squeeze(1)
