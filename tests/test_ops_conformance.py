@@ -263,6 +263,34 @@ def test_candidate_scores_equal_brute_force_scores(backend):
     np.testing.assert_allclose(got.numpy(), _brute_scores(pairs, positives, cands), rtol=1e-5, atol=1e-5)
 
 
+def test_torch_top_n_choice_and_best_candidate_record_no_gradient_graph(monkeypatch):
+    """The torch backend scores candidates under ``no_grad`` for every op that scores them (an op that
+    lost its ``no_grad`` built an autograd graph over the gathered rows of tables that require grad)."""
+    import reinforcens.ops.torch_ops as torch_ops
+
+    seen: list[bool] = []
+    real = torch_ops.candidate_scores
+
+    def spy(*args, **kwargs):
+        seen.append(torch.is_grad_enabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch_ops, "candidate_scores", spy)
+    tables = _tables()
+    tables = type(tables)(*(t.detach().clone().requires_grad_() for t in tables))
+    users, cands = torch.tensor([0, 1, 2]), torch.tensor([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    ops = TorchOps()
+    assert not ops.score_candidates(tables, users, cands).requires_grad
+    ops.best_candidate(tables, users, cands)
+    ops.top_n_choice(tables, users, cands, 2, _gen())
+    ops.loss_softmax_choice(tables, users, users, cands, 1.0, _gen())
+    ops.softmax_choice(tables, users, cands, 1.0, _gen())
+    history = torch.zeros((3, 3, 2))
+    ops.variance_choice(tables, users, users, cands, history, history[:, 0], 1.0)
+    ops.softmax_subset(tables, users, cands, 2, 1.0, _gen())
+    assert len(seen) >= 7 and not any(seen), seen
+
+
 def test_best_candidate_is_the_first_argmax_of_brute_force_scores(backend):
     ops = backend[0]
     tables = _tables()

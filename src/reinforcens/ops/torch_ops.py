@@ -124,6 +124,7 @@ class TorchOps(Ops):
     def score_candidates(self, tables, users, cands):
         return candidate_scores(tables, users, cands)[0]
 
+    @torch.no_grad()
     def best_candidate(self, tables, users, cands):
         return candidate_scores(tables, users, cands)[0].argmax(dim=1, keepdim=True)
 
@@ -141,6 +142,7 @@ class TorchOps(Ops):
         neg_gumbel = u.clamp_(min=1e-30).log_().neg_().log_()
         return (log_w - neg_gumbel).argmax(dim=1, keepdim=True)
 
+    @torch.no_grad()
     def top_n_choice(self, tables, users, cands, n, generator):
         """A stable descending sort of the scores (ties: the earlier position first), then a uniform
         rank in ``[0, n)`` per row from ``torch.randint``."""
