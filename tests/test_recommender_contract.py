@@ -93,6 +93,22 @@ class RecommenderContract:
         users = torch.arange(N_USERS)
         torch.testing.assert_close(model.score_all(users).double(), expected, rtol=1e-5, atol=1e-6)
 
+    def test_stale_tables_after_weights_written_in_place_are_dropped(self):
+        """Weights written in place by code that does not call ``changed()`` (another optimizer, a
+        manual edit): the tables, with and without gradients, are those of the new weights (the dense
+        oracle's), not a cache of the old ones."""
+        spec, model = self._model(2)
+        model.tables(), model.layer_tables()  # fill any cache
+        with torch.no_grad():
+            model.user.weight.mul_(-2.0)
+            model.item.weight.add_(0.25)
+        p, q, h = oracle_tables(self.kind, _trainable(model), spec)
+        for t in (model.tables(), model.tables(grad=True)):
+            torch.testing.assert_close(t.user.detach().double(), p, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(t.item.detach().double(), q, rtol=1e-5, atol=1e-6)
+        _, items = model.layer_tables()
+        torch.testing.assert_close(items.mean(1).double(), q, rtol=1e-5, atol=1e-6)
+
     def test_batched_and_unbatched_scores_agree(self):
         _, model = self._model(1)
         users = torch.tensor([0, 3, 3, 6])
@@ -286,6 +302,42 @@ class TestLightGCN(RecommenderContract):
         ((po * w_u).sum() + (qo * w_i).sum()).backward()
         for name, param in model.named_parameters():
             torch.testing.assert_close(param.grad.double(), params[name].grad, rtol=1e-5, atol=1e-6)
+
+
+    def test_the_training_step_after_sampling_reuses_the_sampling_propagation(self, monkeypatch):
+        """A sampler's scoring (``tables()``) and the BPR step that follows (``tables(grad=True)``) share
+        one propagation, whose gradient is the dense oracle's; the next call with gradients
+        propagates anew, so backpropagating twice without an update works."""
+        from reinforcens.models import lightgcn
+
+        spec, model = self._model(7)
+        calls = []
+        forward = lightgcn._SymmetricPropagation.forward
+
+        def counted(ctx, adjacency, e):
+            calls.append(1)
+            return forward(ctx, adjacency, e)
+
+        monkeypatch.setattr(lightgcn._SymmetricPropagation, "forward", staticmethod(counted))
+        gen = torch.Generator().manual_seed(4)
+        w_u = torch.randn(N_USERS, DIM, generator=gen, dtype=torch.float64)
+        w_i = torch.randn(N_ITEMS, DIM, generator=gen, dtype=torch.float64)
+        model.tables()
+        assert len(calls) == model.layers
+        t = model.tables(grad=True)
+        assert len(calls) == model.layers  # the sampling pass, reused
+        ((t.user.double() * w_u).sum() + (t.item.double() * w_i).sum()).backward()
+        params = {
+            k: v.double().requires_grad_(k in dict(model.named_parameters()))
+            for k, v in _trainable(model).items()
+        }
+        po, qo, _ = oracle_tables(self.kind, params, spec)
+        ((po * w_u).sum() + (qo * w_i).sum()).backward()
+        for name, param in model.named_parameters():
+            torch.testing.assert_close(param.grad.double(), params[name].grad, rtol=1e-5, atol=1e-6)
+        again = model.tables(grad=True)
+        assert len(calls) == 2 * model.layers
+        again.user.sum().backward()  # a new graph: no "backward through the graph a second time"
 
 
 def test_every_model_is_in_the_contract():

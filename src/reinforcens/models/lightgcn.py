@@ -105,6 +105,10 @@ class LightGCN(Recommender):
         self.register_buffer("h", torch.ones(dim), persistent=False)
         self._cache: Tables | None = None
         self._layers: tuple[torch.Tensor, torch.Tensor] | None = None
+        #: the propagation behind the caches, recorded by autograd: (user, item, user layers, item layers)
+        self._graph: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        #: the weights' in-place versions when the caches were filled
+        self._versions: tuple[int, int] | None = None
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, generator: torch.Generator | None = None) -> LightGCN:
@@ -116,11 +120,20 @@ class LightGCN(Recommender):
         )  # fmt: skip
 
     def _apply(self, fn, recurse: bool = True):  # .to(device) and friends drop the cache
-        self._cache = self._layers = None
+        self.changed()
         return super()._apply(fn, recurse)
 
     def changed(self) -> None:
-        self._cache = self._layers = None
+        self._cache = self._layers = self._graph = self._versions = None
+
+    def _weight_versions(self) -> tuple[int, int]:
+        return self.user.weight._version, self.item.weight._version
+
+    def _drop_stale(self) -> None:
+        """Drop the caches if a weight was changed in place since they were filled (by an optimizer
+        or code that does not call :meth:`changed`): torch counts every in-place write of a tensor."""
+        if self._versions is not None and self._versions != self._weight_versions():
+            self.changed()
 
     def _layer_list(self) -> list[torch.Tensor]:
         """``[E^(0), .., E^(K)]``, users first in each."""
@@ -153,12 +166,26 @@ class LightGCN(Recommender):
         return self._stacked(self._layer_list())
 
     def _fill_cache(self) -> None:
-        """One propagation without gradients for both caches: the effective tables and the layers."""
-        with torch.no_grad():
+        """One propagation for both caches (the effective tables and the layers, detached) and for the
+        next training step of the same weights: it is recorded by autograd, and the first call of
+        :meth:`tables` or :meth:`layer_tables` with ``grad=True`` takes it (later ones propagate
+        anew), so a sampler that scores with the model and the BPR step that follows share one pass
+        (the authors' samplers score with the embeddings of the training forward too). The values
+        are those of a new propagation; the caches last until the weights change."""
+        with torch.enable_grad():
             layers = self._layer_list()
             p, q = self._pooled(layers)
-            self._cache = Tables(p.contiguous(), q.contiguous(), self.h)
-            self._layers = self._stacked(layers)
+            user_layers, item_layers = self._stacked(layers)
+        self._graph = (p, q, user_layers, item_layers)
+        self._cache = Tables(p.detach(), q.detach(), self.h)
+        self._layers = (user_layers.detach(), item_layers.detach())
+        self._versions = self._weight_versions()
+
+    def _take_graph(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """The recorded propagation of the current weights, once (a graph is backpropagated once)."""
+        self._drop_stale()
+        graph, self._graph = self._graph, None
+        return graph
 
     @property
     def n_layers(self) -> int:
@@ -166,8 +193,10 @@ class LightGCN(Recommender):
 
     def tables(self, grad: bool = False) -> Tables:
         if grad:
-            p, q = self.propagate()
+            graph = self._take_graph()
+            p, q = graph[:2] if graph is not None else self.propagate()
             return Tables(p, q, self.h)
+        self._drop_stale()
         if self._cache is None:
             self._fill_cache()
         assert self._cache is not None
@@ -175,7 +204,9 @@ class LightGCN(Recommender):
 
     def layer_tables(self, grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         if grad:
-            return self.propagate_layers()
+            graph = self._take_graph()
+            return (graph[2], graph[3]) if graph is not None else self.propagate_layers()
+        self._drop_stale()
         if self._layers is None:
             self._fill_cache()
         assert self._layers is not None
