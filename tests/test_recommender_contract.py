@@ -109,6 +109,15 @@ class RecommenderContract:
         _, items = model.layer_tables()
         torch.testing.assert_close(items.mean(1).double(), q, rtol=1e-5, atol=1e-6)
 
+    def test_tables_filled_under_inference_mode_still_train(self):
+        """Scoring under ``torch.inference_mode()`` fills the caches with tensors autograd cannot use;
+        the training step that follows still gets tables differentiable in the weights."""
+        _, model = self._model(3)
+        with torch.inference_mode():
+            model.tables()
+        model.tables(grad=True).user.sum().backward()
+        assert model.user.weight.grad is not None and bool(model.user.weight.grad.abs().sum() > 0)
+
     def test_batched_and_unbatched_scores_agree(self):
         _, model = self._model(1)
         users = torch.tensor([0, 3, 3, 6])

@@ -176,7 +176,8 @@ class LightGCN(Recommender):
             layers = self._layer_list()
             p, q = self._pooled(layers)
             user_layers, item_layers = self._stacked(layers)
-        self._graph = (p, q, user_layers, item_layers)
+        # kept only if autograd recorded it (not under inference_mode, nor for frozen weights)
+        self._graph = (p, q, user_layers, item_layers) if p.requires_grad else None
         self._cache = Tables(p.detach(), q.detach(), self.h)
         self._layers = (user_layers.detach(), item_layers.detach())
         self._versions = self._weight_versions()
