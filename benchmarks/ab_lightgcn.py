@@ -22,7 +22,7 @@ import sys
 import time
 from importlib import import_module
 
-import torch
+from epoch_costs import epoch_closure
 
 from reinforcens.backend import set_threads
 
@@ -40,23 +40,9 @@ OPTIONS = {
 
 def setup(pkg: str, prep: str, sampler: str):
     """One epoch's closure of ``sampler`` with LightGCN, built by package ``pkg``'s public API."""
-    train = import_module(pkg + ".train")
-    cfg_mod = import_module(pkg + ".config")
-    models = import_module(pkg + ".models")
-    samplers = import_module(pkg + ".samplers")
     data = import_module(pkg + ".data.prepared").load_prepared(prep)
-    cfg = cfg_mod.TrainConfig.build(model="lightgcn", layers=2, dim=64, init_std="xavier", batch_size=2048)
-    trainer = train.Trainer(data, cfg, None, progress=False)
-    model = models.make_model(models.ModelSpec.of(cfg, data), generator=torch.Generator().manual_seed(0))
-    ctx = samplers.SamplerContext(
-        dim=cfg.dim, lr=cfg.lr, l2=cfg.l2, init_std=cfg.init_std, model=cfg.resolved_sampler_model()
-    )
-    sampler_obj = samplers.make_sampler(
-        sampler, trainer.train_data, torch.Generator().manual_seed(1), OPTIONS[sampler], ctx
-    )
-    opt = model.make_optimizer(cfg.lr, trainer.train_data.ops, cfg.optimizer)
-    order = torch.Generator().manual_seed(2)
-    return lambda: trainer.train_epoch(model, opt, sampler_obj, order, 1, "epoch")
+    values = {"model": "lightgcn", "layers": 2, "dim": 64, "init_std": "xavier", "batch_size": 2048}
+    return epoch_closure(pkg, data, values, sampler, OPTIONS[sampler])
 
 
 def main() -> None:

@@ -19,27 +19,32 @@ import argparse
 import json
 import statistics
 import time
+from importlib import import_module
 
 import torch
 
-from reinforcens import config as config_mod
-from reinforcens import models, samplers, train
 from reinforcens.backend import set_threads
 from reinforcens.data.prepared import load_prepared
 
 
-def setup(data, base: dict, values: dict, method: str):
-    """One epoch's closure of ``method`` at ``values`` (lr, l2, sampler options) on ``data``."""
-    options = dict(values.get("sampler_options", {}))
-    cfg = config_mod.TrainConfig.build(**base, lr=values["lr"], l2=values["l2"])
+def epoch_closure(pkg: str, data, train_values: dict, method: str, options: dict):
+    """One training epoch of ``method`` with ``options`` on ``data``, built by package ``pkg``'s public
+    API (``reinforcens``, or an older copy under another name): the model and the sampler seeded, a
+    learned sampler started from the model's initial tables."""
+    train = import_module(pkg + ".train")
+    config_mod = import_module(pkg + ".config")
+    models = import_module(pkg + ".models")
+    samplers = import_module(pkg + ".samplers")
+    cfg = config_mod.TrainConfig.build(**train_values)
     trainer = train.Trainer(data, cfg, None, progress=False)
     model = models.make_model(models.ModelSpec.of(cfg, data), generator=torch.Generator().manual_seed(0))
     ctx = samplers.SamplerContext(
         dim=cfg.dim, lr=cfg.lr, l2=cfg.l2, init_std=cfg.init_std, model=cfg.resolved_sampler_model()
     )
     gen = torch.Generator().manual_seed(1)
-    sampler = samplers.make_sampler(method, trainer.train_data, gen, options, ctx)
-    sampler.init_from_pretrained(model.dot_state())
+    sampler = samplers.make_sampler(method, trainer.train_data, gen, dict(options), ctx)
+    if hasattr(sampler, "init_from_pretrained"):
+        sampler.init_from_pretrained(model.dot_state())
     opt = model.make_optimizer(cfg.lr, trainer.train_data.ops, cfg.optimizer)
     order = torch.Generator().manual_seed(2)
     return lambda: trainer.train_epoch(model, opt, sampler, order, 1, "epoch")
@@ -58,7 +63,11 @@ def main() -> None:
         tuned = json.load(f)
     names = a.methods.split(",") if a.methods else list(tuned["methods"])
     data = load_prepared(a.prep)
-    epochs = {m: setup(data, tuned["base"], tuned["methods"][m]["values"], m) for m in names}
+    epochs = {}
+    for m in names:
+        values = tuned["methods"][m]["values"]
+        train_values = {**tuned["base"], "lr": values["lr"], "l2": values["l2"]}
+        epochs[m] = epoch_closure("reinforcens", data, train_values, m, values.get("sampler_options", {}))
     for epoch in epochs.values():  # warm-up: compilation and caches
         epoch()
     times: dict[str, list[float]] = {m: [] for m in names}
