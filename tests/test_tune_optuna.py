@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,10 @@ from optuna.trial import TrialState
 
 from reinforcens.cli import main
 from reinforcens.errors import ConfigError
+from reinforcens.experiments import engines as engines_module
 from reinforcens.experiments import studies as studies_module
-from reinforcens.experiments.runner import run_status
+from reinforcens.experiments.engines import Engine
+from reinforcens.experiments.runner import RunSpec, execute, run_status
 from reinforcens.experiments.studies import _Tuner
 from reinforcens.experiments.tune import (
     JOURNAL,
@@ -80,12 +83,13 @@ class _NoTestMetrics(dict):
 def test_every_method_gets_the_same_budget_and_no_test_metric_is_read(tiny_prepared, tmp_path, monkeypatch):
     real = studies_module.run_specs
 
-    def garbled(*args: Any, **kwargs: Any) -> dict[str, dict[str, Any]]:
-        results = real(*args, **kwargs)
-        for r in results.values():
+    def garbled(*args: Any, then: Any = None, **kwargs: Any) -> dict[str, dict[str, Any]]:
+        def hidden(r: dict[str, Any]) -> Any:  # what the tune is told, as each result arrives
             met = r["metrics"]
             r["metrics"] = _NoTestMetrics({k: math.nan if k[:5] == "test." else v for k, v in met.items()})
-        return results
+            return then(r) if then is not None else None
+
+        return real(*args, then=hidden, **kwargs)
 
     monkeypatch.setattr(studies_module, "run_specs", garbled)
     out = tmp_path / "tune"
@@ -254,18 +258,21 @@ def test_pruned_trials_are_recorded_and_their_runs_never_read_as_finished(
 ):
     out = tmp_path / "tune"
     kwargs: dict[str, Any] = {"base": {"epochs": 3, "batch_size": 1024}, "progress": False}
-    statuses: list[list[str]] = []
+    statuses: list[tuple[str, str]] = []
     real = studies_module.run_specs
 
-    def recorded(*args: Any, **kw: Any) -> dict[str, dict[str, Any]]:
-        results = real(*args, **kw)
-        statuses.append(sorted(r["status"] for r in results.values()))
-        return results
+    def recorded(*args: Any, then: Any, **kw: Any) -> dict[str, dict[str, Any]]:
+        def seen(r: dict[str, Any]) -> Any:
+            statuses.append((r["run_dir"], r["status"]))
+            return then(r)
+
+        return real(*args, then=seen, **kw)
 
     monkeypatch.setattr(studies_module, "run_specs", recorded)
-    # two worker processes: a pruned run is returned as stopped, the other run of its batch goes on
+    # two worker processes: a pruned run is returned as stopped, the other run of its round goes on
     tuned = tune(tiny_prepared.path, ["uniform"], out, trials=4, jobs=2, prune=PruneOdd(), **kwargs)
-    assert statuses == [["stopped", "trained"]] * 2  # two batches, nothing stopped and run again
+    assert sorted(st for _, st in statuses) == ["stopped", "stopped", "trained", "trained"]
+    assert len({d for d, _ in statuses}) == 4  # nothing stopped and run again
     (name, trials), = _studies(out).items()
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED] * 2 and _distinct(trials)
     entry = tuned["methods"]["uniform"]
@@ -288,6 +295,65 @@ def test_pruned_trials_are_recorded_and_their_runs_never_read_as_finished(
     other = tune(tiny_prepared.path, ["uniform"], out, trials=1, jobs=1, grid=one, **kwargs)
     assert other["methods"]["uniform"]["run_dir"] == pruned[0].user_attrs["run_dir"]
     assert run_status(pruned[0].user_attrs["run_dir"]) == "cached"
+
+
+@dataclass(eq=False)
+class _Held:
+    spec: RunSpec
+    data_path: str
+
+
+class _SlowMethodEngine(Engine):
+    """Two slots, runs executed in this process when collected; a run of ``slow`` is collected only
+    when no other run is going (as if it took longer than all of them)."""
+
+    name = "scripted"
+
+    def __init__(self, slow: str):
+        self.slow = slow
+        self.most_going = 0
+
+    def _free_slots(self, running: int) -> int:
+        self.most_going = max(self.most_going, running)
+        return 2 - running
+
+    def _submit(self, spec: RunSpec, data_path: str) -> _Held:
+        return _Held(spec, data_path)
+
+    def _wait(self, handles: list[Any]) -> list[Any]:
+        self.most_going = max(self.most_going, len(handles))
+        fast = [h for h in handles if h.spec.key != self.slow]
+        return (fast or handles)[:1]
+
+    def _result(self, handle: Any) -> dict[str, Any]:
+        return execute(handle.spec, handle.data_path)
+
+    def _cancel(self, handles: list[Any]) -> None:
+        pass
+
+
+def test_a_slow_trial_does_not_hold_back_the_other_studies(tiny_prepared, tmp_path, monkeypatch):
+    """Defect: a tune ran its trials in batches of --jobs and waited for the slowest run of a batch
+    before asking again, so a worker idled while one study's long trial ran. Now a study asks its next
+    trial when its last one is told: with two slots and uniform's runs the slowest, DNS finishes all
+    its trials while uniform's first still runs, and each study proposes what it proposes alone."""
+    engine = _SlowMethodEngine("uniform")
+    monkeypatch.setattr(engines_module, "make_engine", lambda *a, **k: engine)
+    kwargs: dict[str, Any] = {"trials": 3, "base": FAST_VALUES, "grid": SMALL_GRID, "progress": False}
+    tune(tiny_prepared.path, ["uniform", "dns"], tmp_path / "a", jobs=2, **kwargs)
+    studies = {name.split("-")[0]: trials for name, trials in _studies(tmp_path / "a").items()}
+    assert engine.most_going == 2
+    for trials in studies.values():
+        assert [t.state for t in trials] == [TrialState.COMPLETE] * 3 and _distinct(trials)
+    last_dns = max(t.datetime_complete for t in studies["dns"])
+    assert last_dns < min(t.datetime_complete for t in studies["uniform"])
+    # the same proposals as one study at a time, in this process
+    monkeypatch.undo()
+    tune(tiny_prepared.path, ["uniform"], tmp_path / "b", jobs=1, **kwargs)
+    tune(tiny_prepared.path, ["dns"], tmp_path / "c", jobs=1, **kwargs)
+    for method, out in (("uniform", "b"), ("dns", "c")):
+        (alone,) = _studies(tmp_path / out).values()
+        assert [t.params for t in alone] == [t.params for t in studies[method]]
 
 
 def test_pruning_reporter_pickles_reports_and_spares_the_last_epoch(tmp_path):

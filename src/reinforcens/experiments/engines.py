@@ -10,6 +10,9 @@ cancels the runs still going (the finished ones are kept; an interrupted one res
 Every run is :func:`reinforcens.experiments.runner.execute`, so every engine writes the same run
 directories and gives the same results.
 
+The callback may return more runs, which join the queue (a tune asks a study's next trials when its
+last ones are told, without waiting for the other studies' runs).
+
 Ray is imported by :class:`RayEngine` only (``pip install 'reinforcens[ray]'``).
 """
 
@@ -37,8 +40,9 @@ from reinforcens.experiments.runner import RunSpec, execute, run_status
 #: the engine names :func:`make_engine` knows
 NAMES = ("local", "ray")
 
-#: what a run's result is passed to as it arrives (``{"status", "run_dir", "metrics"}``)
-Finished = Callable[[dict[str, Any]], None]
+#: what a run's result is passed to as it arrives (``{"status", "run_dir", "metrics"}``); it may return
+#: more runs to execute
+Finished = Callable[[dict[str, Any]], "Sequence[RunSpec] | None"]
 
 
 def make_engine(name: str, jobs: int = 1, address: str | None = None) -> Engine:
@@ -95,7 +99,8 @@ class Engine(ABC):
         data_path
             The prepared dataset directory (absolute, seen at that path where the runs execute).
         finished
-            Called with each run's result (``{"status", "run_dir", "metrics"}``) as it arrives.
+            Called with each run's result (``{"status", "run_dir", "metrics"}``) as it arrives; the runs
+            it returns (if any) are queued behind those waiting, and scheduled as they are.
 
         Raises
         ------
@@ -103,7 +108,7 @@ class Engine(ABC):
             On SIGTERM (in the main thread), after the runs still going are stopped.
         ConfigError
             If runs wait for each other (a cycle, which :func:`~reinforcens.experiments.runner.plan`
-            never makes).
+            never makes), or ``finished`` returns a run already planned.
 
         Notes
         -----
@@ -132,7 +137,11 @@ class Engine(ABC):
                         running.pop(handle)
                         result = self._result(handle)
                         done.add(result["run_dir"])
-                        finished(result)
+                        for more in finished(result) or ():
+                            if more.run_dir in planned:
+                                raise ConfigError(f"run {more.run_dir} was planned twice")
+                            planned.add(more.run_dir)
+                            waiting.append(more)
             except BaseException:
                 # interrupted or failed: stop the rest now (their runs resume from their last epoch)
                 self._cancel(list(running))

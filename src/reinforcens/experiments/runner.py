@@ -440,6 +440,7 @@ def run_specs(
     desc: str = "runs",
     engine: str = "local",
     address: str | None = None,
+    then: Callable[[dict[str, Any]], Sequence[RunSpec] | None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Execute ``specs`` (pretraining runs before the runs that need them).
 
@@ -462,11 +463,16 @@ def run_specs(
     address
         The Ray cluster's address (``"auto"``, or ``host:port``) with ``engine="ray"``; ``None`` starts
         a local Ray.
+    then
+        Called with each result as it arrives (in this process); the runs it returns are executed too
+        (their results join the returned ones), so that a caller can keep ``jobs`` runs going while
+        it decides what to run next.
 
     Returns
     -------
     dict
-        ``{run_dir: {"status", "run_dir", "metrics"}}`` for every spec, whatever the engine.
+        ``{run_dir: {"status", "run_dir", "metrics"}}`` for every spec (and every run ``then``
+        added), whatever the engine.
 
     Raises
     ------
@@ -494,10 +500,15 @@ def run_specs(
     done: dict[str, dict[str, Any]] = {}
     bar = tqdm(total=len(waiting), desc=desc, unit="run", disable=not progress, dynamic_ncols=True)
 
-    def finished(result: dict[str, Any]) -> None:
+    def finished(result: dict[str, Any]) -> Sequence[RunSpec]:
         done[result["run_dir"]] = result
         bar.update(1)
         bar.set_postfix_str(f"{Path(result['run_dir']).parent.name.rsplit('-', 1)[0]} {result['status']}")
+        more = list(then(result) or ()) if then is not None else []
+        if more:
+            bar.total += len(more)
+            bar.refresh()
+        return more
 
     try:
         executor.run(waiting, data_path, finished)

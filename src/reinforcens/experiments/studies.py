@@ -1,6 +1,6 @@
 """The Optuna studies of ``reinforcens tune``: one per method, in a journal file, asked, run and told
-in batches (the behaviour is described in :mod:`reinforcens.experiments.tune`); and the reporter that
-prunes a run from its worker process.
+in rounds, each study at its own pace (the behaviour is described in
+:mod:`reinforcens.experiments.tune`); and the reporter that prunes a run from its worker process.
 """
 
 from __future__ import annotations
@@ -256,31 +256,62 @@ class _Tuner:
 
     # ------------------------------------------------------------------ running and telling
     def run(self, searches: list[_Search]) -> None:
-        """Run the queued trials and ask and run new ones, ``jobs`` at a time, until every study of
-        ``searches`` has its budget."""
-        while True:
-            batch: list[_Trial] = []
-            while self.queue and len(batch) < self.jobs:
-                batch.append(self.queue.popleft())
-            while len(batch) < self.jobs and any(s.remaining for s in searches):
-                for s in searches:  # round robin: the studies advance together
-                    if s.remaining and len(batch) < self.jobs:
-                        batch.append(self.ask(s))
-                        s.remaining -= 1
-            if not batch:
-                return
-            results = run_specs(
-                [t.spec for t in batch], self.data, jobs=self._jobs(len(batch)), progress=False,
-                desc="tune", engine=self.engine, address=self.address,
-            )
+        """Run the queued trials and ask and run new ones until every study of ``searches`` has its
+        budget, keeping up to ``jobs`` runs going.
+
+        Each study runs its trials in rounds of :meth:`width` trials, asked together, and asks its
+        next round as soon as its last one is told, whatever the other studies' runs are doing: a
+        slow trial holds back its own study only. A study's asks thus see the same trials, and its
+        proposals are the same, however long the other studies' runs take. The queued trials (left
+        running by a killed tune) are their study's first round.
+        """
+        width = self.width(searches)
+        going: dict[_Search, int] = dict.fromkeys(searches, 0)  # each study's trials of its round
+        trials: dict[str, _Trial] = {}
+
+        def start(batch: list[_Trial]) -> list[RunSpec]:
             for t in batch:
-                result = results[t.spec.run_dir]
-                if result["status"] != "stopped":
-                    self._tell(t, result["metrics"])
-                elif PRUNED_ATTR in _frozen(t).user_attrs:  # its reporter stopped it
-                    self._tell_pruned(t)
-                else:  # pragma: no cover - only the reporters stop runs
-                    raise ConfigError(f"tune {t.search.method}: trial {t.number} stopped: {result['reason']}")
+                going[t.search] += 1
+                trials[t.spec.run_dir] = t
+            return [t.spec for t in batch]
+
+        def next_round(s: _Search) -> list[_Trial]:
+            n = min(width, s.remaining)
+            s.remaining -= n
+            return [self.ask(s) for _ in range(n)]
+
+        def told(result: dict[str, Any]) -> list[RunSpec]:
+            t = trials.pop(result["run_dir"])
+            self._settle(t, result)
+            going[t.search] -= 1
+            return start(next_round(t.search)) if going[t.search] == 0 else []
+
+        first = start([self.queue.popleft() for _ in range(len(self.queue))])
+        for s in searches:
+            if going[s] == 0:
+                first += start(next_round(s))
+        if not first:
+            return
+        planned = len(first) + sum(s.remaining for s in searches)
+        run_specs(
+            first, self.data, jobs=self._jobs(planned), progress=False, desc="tune", engine=self.engine,
+            address=self.address, then=told,
+        )
+
+    def width(self, searches: list[_Search]) -> int:
+        """Trials a study runs at once: ``jobs`` shared by the studies with trials to run (at least
+        one each), fixed for the call, so that a study's rounds do not depend on the others'."""
+        busy = sum(1 for s in searches if s.remaining or any(t.search is s for t in self.queue))
+        return max(1, -(-self.jobs // max(busy, 1)))
+
+    def _settle(self, t: _Trial, result: dict[str, Any]) -> None:
+        """Tell the study a finished run's outcome."""
+        if result["status"] != "stopped":
+            self._tell(t, result["metrics"])
+        elif PRUNED_ATTR in _frozen(t).user_attrs:  # its reporter stopped it
+            self._tell_pruned(t)
+        else:  # pragma: no cover - only the reporters stop runs
+            raise ConfigError(f"tune {t.search.method}: trial {t.number} stopped: {result['reason']}")
 
     def _jobs(self, runs: int) -> int:
         """The ``jobs`` of a call that runs ``runs`` runs: no more worker processes than runs on the
@@ -460,7 +491,7 @@ def _repair_journal(path: Path) -> None:
 class TrialPrunedAt(optuna.TrialPruned, RunStopped):
     """A run stopped by its trial's pruner (raised by :class:`PruningReporter` in the worker): a
     :class:`~reinforcens.errors.RunStopped`, so the runner returns the run as ``"stopped"`` and the
-    other runs of its batch go on."""
+    other runs go on."""
 
     def __init__(self, study_name: str, number: int, epoch: int):
         super().__init__(study_name, number, epoch)

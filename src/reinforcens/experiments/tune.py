@@ -50,13 +50,17 @@ a journal line the kill cut short is dropped. A rerun with the same arguments th
 budget of trials per method. A complete trial's learning curve (its validation AUC by epoch, from
 ``epochs.jsonl``) is recorded as its intermediate values.
 
-Trials run in batches of up to ``jobs`` through :func:`reinforcens.experiments.runner.run_specs`. With
+Up to ``jobs`` trials run at once through :func:`reinforcens.experiments.runner.run_specs`. Each study
+runs its trials in rounds of ``ceil(jobs / studies)`` (at least one; the studies with trials to run
+when a phase starts) asked together, and asks its next round as soon as its last one is told, whatever
+the other studies' runs are doing: a slow trial holds back its own study only, never a worker, and a
+study's proposals do not depend on how long the other studies' runs take. With
 ``prune``, each run reports its validation AUC after each epoch to its trial (:class:`PruningReporter`,
 in the worker process) and stops when the pruner says so (default: :data:`DEFAULT_PRUNER`, a median
 stopping rule; a run at its last epoch is not pruned); the trial is told ``PRUNED`` and counts in the
 budget, and its run directory stays unfinished (a later trial with the same setting resumes it; it is
 never read as finished). A pruned run is returned by the runner as ``"stopped"``
-(:class:`~reinforcens.errors.RunStopped`), so the other runs of its batch go on.
+(:class:`~reinforcens.errors.RunStopped`), so the other runs go on.
 
 Output in the tune directory: ``tuned.json`` (``{"metric", "seed", "trials", "data", "data_fingerprint",
 "base", "sampler", "prune", "journal", "methods": {NAME: {"values", "valid_auc", "valid_ndcg",
