@@ -221,3 +221,19 @@ def test_sigterm_that_a_wait_turns_into_an_interrupt_is_still_terminated():
     with engines._sigterm_raises(), pytest.raises(KeyboardInterrupt) as err, engines._as_terminated():
         raise KeyboardInterrupt  # Ctrl-C stays an interrupt
     assert not isinstance(err.value, Terminated)
+
+
+def test_ray_connects_before_the_runs_when_more_runs_may_follow(monkeypatch):
+    """Defect: a tune's follow-up trials arrive while the runs go, and Ray connected late (at the first
+    run that was not finished already) installs its own SIGTERM handler over the one that raises
+    Terminated. The session connects up front when runs may follow, even with none to run yet."""
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed")
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    engine = RayEngine(2)
+    connects: list[int] = []
+    monkeypatch.setattr(engine, "_connect", lambda: connects.append(1))
+    with engine._session([], more=False):
+        assert connects == []  # nothing to run: Ray is not started
+    with engine._session([], more=True):
+        assert connects == [1]

@@ -6,6 +6,9 @@ Runs use the simulator's ``tiny`` preset for 1 to 6 epochs: they check the machi
 
 from __future__ import annotations
 
+import hashlib
+import heapq
+import itertools
 import json
 import math
 import os
@@ -14,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -356,6 +360,69 @@ def test_a_slow_trial_does_not_hold_back_the_other_studies(tiny_prepared, tmp_pa
         assert [t.params for t in alone] == [t.params for t in studies[method]]
 
 
+def _simulated_runs(duration: Any, record: dict[str, Any]) -> Any:
+    """A stand-in for ``run_specs`` on a virtual clock: ``jobs`` slots, a run of ``spec`` takes
+    ``duration(spec)``, results (a validation AUC that is a function of the setting) arrive in order of
+    their end and go to ``then``, whose runs join the queue. ``record`` gets the end time and the most
+    runs at once."""
+
+    def run_specs(specs: Any, data: Any, jobs: int = 1, then: Any = None, **kwargs: Any) -> dict[str, Any]:
+        clock, order = 0.0, itertools.count()
+        queue, going, results = deque(specs), [], {}
+        while queue or going:
+            while queue and len(going) < jobs:
+                spec = queue.popleft()
+                heapq.heappush(going, (clock + duration(spec), next(order), spec))
+            record["most"] = max(record.get("most", 0), len(going))
+            clock, _, spec = heapq.heappop(going)
+            digest = hashlib.sha1(json.dumps(spec.values, sort_keys=True).encode()).hexdigest()
+            auc = int(digest[:6], 16) / 2**24
+            run = Path(spec.run_dir)
+            run.mkdir(parents=True, exist_ok=True)
+            (run / "epochs.jsonl").write_text(json.dumps({"epoch": 1, "valid_auc": auc}) + "\n")
+            metrics = {"valid.auc": auc, "best_epoch": 1}
+            result = {"status": "trained", "run_dir": spec.run_dir, "metrics": metrics}
+            results[spec.run_dir] = result
+            queue.extend((then(result) or ()) if then is not None else ())
+        record["end"] = clock
+        return results
+
+    return run_specs
+
+
+def test_a_study_that_runs_out_of_trials_leaves_its_workers_to_the_others(
+    tiny_prepared, tmp_path, monkeypatch
+):
+    """Defect: with rounds of a fixed ``ceil(jobs / studies)``, once one study had asked its budget its
+    share of the workers idled to the end (uniform's 4-setting grid beside 12 Softmax trials, 4 jobs:
+    6 run lengths instead of 4). The round sizes now hand that share to the studies still asking."""
+    record: dict[str, Any] = {}
+    monkeypatch.setattr(studies_module, "run_specs", _simulated_runs(lambda spec: 1.0, record))
+    kwargs: dict[str, Any] = {"base": FAST_VALUES, "grid": SMALL_GRID, "progress": False}
+    tuned = tune(tiny_prepared.path, ["uniform", "softmax"], tmp_path / "t", trials=12, jobs=4, **kwargs)
+    assert tuned["methods"]["uniform"]["trials"] == 4 and tuned["methods"]["softmax"]["trials"] == 12
+    assert record["most"] == 4 and record["end"] == (4 + 12) / 4  # every slot busy to the end
+
+
+def test_a_studys_proposals_do_not_depend_on_how_long_the_other_studies_take(
+    tiny_prepared, tmp_path, monkeypatch
+):
+    """14 TPE trials per study (past TPE's 10 random ones, so the proposals follow the values told):
+    the same proposals whether every run takes as long, or Softmax's runs take 7 times DNS(M,N)'s
+    and each run its own length."""
+    studies = []
+    for name, duration in (
+        ("even", lambda spec: 1.0),
+        ("uneven", lambda spec: (7.0 if spec.key == "softmax" else 1.0) * (1 + len(spec.run_dir) % 5)),
+    ):
+        monkeypatch.setattr(studies_module, "run_specs", _simulated_runs(duration, {}))
+        kwargs: dict[str, Any] = {"base": FAST_VALUES, "grid": SMALL_GRID, "progress": False}
+        tune(tiny_prepared.path, ["softmax", "dns-mn"], tmp_path / name, trials=14, jobs=3, **kwargs)
+        found = _studies(tmp_path / name)
+        studies.append({n.split("-")[0]: [t.params for t in ts] for n, ts in found.items()})
+    assert studies[0] == studies[1] and all(len(v) == 14 for v in studies[0].values())
+
+
 def test_pruning_reporter_pickles_reports_and_spares_the_last_epoch(tmp_path):
     storage = JournalStorage(JournalFileBackend(str(tmp_path / JOURNAL)))
     study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
@@ -375,7 +442,7 @@ def test_pruning_reporter_pickles_reports_and_spares_the_last_epoch(tmp_path):
 
 def test_a_tune_on_ray_asks_its_jobs_of_every_call(tmp_path):
     """The first call of a tune sizes the local Ray it starts (which later calls share): every call
-    asks for the tune's --jobs on Ray, not its batch's size (once 1, for the pretraining run); the
+    asks for the tune's --jobs on Ray, not its number of runs (once 1, for the pretraining run); the
     local engine starts no more worker processes than runs."""
     def tuner(engine: str) -> _Tuner:
         return _Tuner(

@@ -88,7 +88,7 @@ class Engine(ABC):
     #: the engine's name (``--engine``)
     name: ClassVar[str]
 
-    def run(self, specs: Sequence[RunSpec], data_path: str, finished: Finished) -> None:
+    def run(self, specs: Sequence[RunSpec], data_path: str, finished: Finished, more: bool = False) -> None:
         """Execute ``specs``, each once the run it is pretrained from is done.
 
         Parameters
@@ -101,6 +101,9 @@ class Engine(ABC):
         finished
             Called with each run's result (``{"status", "run_dir", "metrics"}``) as it arrives; the runs
             it returns (if any) are queued behind those waiting, and scheduled as they are.
+        more
+            Whether ``finished`` may return runs (the session is then set up for runs to come even if
+            every run of ``specs`` is finished already).
 
         Raises
         ------
@@ -122,7 +125,7 @@ class Engine(ABC):
         def ready(s: RunSpec) -> bool:
             return s.pretrain is None or s.pretrain not in planned or s.pretrain in done
 
-        with self._session(waiting), _sigterm_raises():
+        with self._session(waiting, more), _sigterm_raises():
             running: dict[Any, RunSpec] = {}
             try:
                 while waiting or running:
@@ -147,9 +150,9 @@ class Engine(ABC):
                 self._cancel(list(running))
                 raise
 
-    def _session(self, specs: Sequence[RunSpec]) -> Any:
+    def _session(self, specs: Sequence[RunSpec], more: bool = False) -> Any:
         """A context manager around :meth:`run`'s scheduling (e.g. a process pool); ``specs``: the runs
-        it will execute."""
+        it will execute, ``more``: whether others may follow."""
         return nullcontext()
 
     @abstractmethod
@@ -207,7 +210,7 @@ class LocalEngine(Engine):
         self._pool: ProcessPoolExecutor | None = None
 
     @contextmanager
-    def _session(self, specs: Sequence[RunSpec]) -> Iterator[None]:
+    def _session(self, specs: Sequence[RunSpec], more: bool = False) -> Iterator[None]:
         if self.jobs <= 1:
             yield
             return
@@ -419,9 +422,10 @@ class RayEngine(Engine):
         self._ray = _import_ray(local=address is None)
         self._task: Any = None
 
-    def _session(self, specs: Sequence[RunSpec]) -> Any:
-        # connect first, so that Ray's own SIGTERM handler is the one restored after the runs
-        if any(run_status(s.run_dir) != "cached" for s in specs):
+    def _session(self, specs: Sequence[RunSpec], more: bool = False) -> Any:
+        # connect first, so that Ray's own SIGTERM handler is the one restored after the runs (a
+        # connection made while they run would put Ray's handler in place of Terminated's)
+        if more or any(run_status(s.run_dir) != "cached" for s in specs):
             self._connect()
         return nullcontext()
 

@@ -511,7 +511,7 @@ def run_specs(
         return more
 
     try:
-        executor.run(waiting, data_path, finished)
+        executor.run(waiting, data_path, finished, more=then is not None)
         return done
     finally:
         bar.close()

@@ -259,24 +259,27 @@ class _Tuner:
         """Run the queued trials and ask and run new ones until every study of ``searches`` has its
         budget, keeping up to ``jobs`` runs going.
 
-        Each study runs its trials in rounds of :meth:`width` trials, asked together, and asks its
-        next round as soon as its last one is told, whatever the other studies' runs are doing: a
-        slow trial holds back its own study only. A study's asks thus see the same trials, and its
-        proposals are the same, however long the other studies' runs take. The queued trials (left
-        running by a killed tune) are their study's first round.
+        Each study runs its trials in the rounds :meth:`rounds` plans, a round's trials asked
+        together, and asks its next round as soon as its last one is told, whatever the other studies'
+        runs are doing: a slow trial holds back its own study's next round, not the other studies. A
+        study's asks thus see the same trials, and its proposals are the same, however long the other
+        studies' runs take. The queued trials (left running by a killed tune) are their study's first
+        round.
         """
-        width = self.width(searches)
+        plan = self.rounds(searches)
         going: dict[_Search, int] = dict.fromkeys(searches, 0)  # each study's trials of its round
         trials: dict[str, _Trial] = {}
 
         def start(batch: list[_Trial]) -> list[RunSpec]:
             for t in batch:
+                if t.spec.run_dir in trials:  # pragma: no cover - distinct settings have distinct runs
+                    raise ConfigError(f"tune {t.search.method}: two trials share the run {t.spec.run_dir}")
                 going[t.search] += 1
                 trials[t.spec.run_dir] = t
             return [t.spec for t in batch]
 
         def next_round(s: _Search) -> list[_Trial]:
-            n = min(width, s.remaining)
+            n = plan[s].popleft() if plan[s] else 0
             s.remaining -= n
             return [self.ask(s) for _ in range(n)]
 
@@ -298,11 +301,21 @@ class _Tuner:
             address=self.address, then=told,
         )
 
-    def width(self, searches: list[_Search]) -> int:
-        """Trials a study runs at once: ``jobs`` shared by the studies with trials to run (at least
-        one each), fixed for the call, so that a study's rounds do not depend on the others'."""
-        busy = sum(1 for s in searches if s.remaining or any(t.search is s for t in self.queue))
-        return max(1, -(-self.jobs // max(busy, 1)))
+    def rounds(self, searches: list[_Search]) -> dict[_Search, deque[int]]:
+        """Each study's round sizes for this call, from the trials left to ask only (never from how
+        long runs take): round by round, ``jobs`` is shared by the studies that still have trials
+        to ask, ``ceil(jobs / studies)`` each (at least one), so a study that runs out leaves its
+        share to the others."""
+        left = {s: s.remaining for s in searches}
+        plan: dict[_Search, deque[int]] = {s: deque() for s in searches}
+        while any(left.values()):
+            active = [s for s in searches if left[s]]
+            width = -(-self.jobs // len(active))
+            for s in active:
+                n = min(width, left[s])
+                plan[s].append(n)
+                left[s] -= n
+        return plan
 
     def _settle(self, t: _Trial, result: dict[str, Any]) -> None:
         """Tell the study a finished run's outcome."""

@@ -51,10 +51,14 @@ budget of trials per method. A complete trial's learning curve (its validation A
 ``epochs.jsonl``) is recorded as its intermediate values.
 
 Up to ``jobs`` trials run at once through :func:`reinforcens.experiments.runner.run_specs`. Each study
-runs its trials in rounds of ``ceil(jobs / studies)`` (at least one; the studies with trials to run
-when a phase starts) asked together, and asks its next round as soon as its last one is told, whatever
-the other studies' runs are doing: a slow trial holds back its own study only, never a worker, and a
-study's proposals do not depend on how long the other studies' runs take. With
+runs its trials in rounds asked together, and asks its next round as soon as its last one is told,
+whatever the other studies' runs are doing: a slow trial holds back its own study's next round, not
+the other studies. The round sizes are planned from the trials left to ask (``jobs`` shared by the
+studies that still have trials to ask, ``ceil(jobs / studies)`` each, at least one; a study that runs
+out leaves its share to the others), never from how long runs take, so a study's proposals do not
+depend on the other studies' run times. Workers can still idle at the end of a round (its study waits
+for its slowest trial) when no other study has a trial to start. Learned samplers are a second phase,
+after the pretraining run. With
 ``prune``, each run reports its validation AUC after each epoch to its trial (:class:`PruningReporter`,
 in the worker process) and stops when the pruner says so (default: :data:`DEFAULT_PRUNER`, a median
 stopping rule; a run at its last epoch is not pruned); the trial is told ``PRUNED`` and counts in the
