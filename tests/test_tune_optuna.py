@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pandas as pd
 import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
@@ -470,3 +471,44 @@ def test_integer_sampler_options_get_integer_ranges_and_grid_values():
         assert parse_ranges([f"{key}={lo}:{hi}"])[key] == Range(lo, hi, False, True), key
         assert parse_grid_overrides([f"{key}={lo},{hi}"])[key] == [lo, hi], key
         assert all(type(v) is int for v in parse_grid_overrides([f"{key}={lo},{hi}"])[key]), key
+
+
+def test_compare_adopts_each_tuned_best_trial_as_its_run_of_the_tunes_seed(tiny_prepared, tmp_path):
+    """A compare after a tune trained each tuned method's seed-0 run again, though the best trial is
+    that run (the same method, values, data and seed). It is copied in instead: the same metrics as
+    training it afresh; a learned sampler (whose trial started from the tune's pretraining) and a
+    trial that does not verify are trained."""
+    from reinforcens.experiments.compare import compare
+
+    kwargs: dict[str, Any] = {"base": FAST_VALUES, "grid": SMALL_GRID, "progress": False, "jobs": 1}
+    tuned = tune(tiny_prepared.path, ["uniform", "dns", "rns-es"], tmp_path / "tune", trials=2, **kwargs)
+    methods = ["uniform", "dns", "rns-es"]
+    common: dict[str, Any] = {"seeds": [0, 1], "reference": None, "base": FAST_VALUES, "jobs": 1}
+    result = compare(tiny_prepared.path, methods, out=tmp_path / "cmp", tuned=tuned, progress=False, **common)
+    status = {(Path(d).parent.name.rsplit("-", 1)[0], Path(d).name): s for d, s in result.status.items()}
+    assert status[("uniform", "seed0")] == status[("dns", "seed0")] == "cached"
+    trained = [status[("uniform", "seed1")], status[("dns", "seed1")], status[("rns-es", "seed0")]]
+    assert trained == ["trained"] * 3
+    for m in ("uniform", "dns"):
+        trial = Path(tuned["methods"][m]["run_dir"])
+        (run,) = (tmp_path / "cmp" / "runs").glob(f"{trial.parent.name}/seed0")
+        assert (run / "metrics.json").read_bytes() == (trial / "metrics.json").read_bytes()
+    # the oracle: the same runs trained afresh (a tune result without its trials' directories)
+    bare = json.loads(json.dumps(tuned))
+    for entry in bare["methods"].values():
+        entry["run_dir"] = None
+    fresh = compare(tiny_prepared.path, methods, out=tmp_path / "fresh", tuned=bare, progress=False, **common)
+    assert set(fresh.status.values()) == {"trained"}
+    ignore = ["seconds", "train_seconds_per_epoch", "run_dir"]
+    pd.testing.assert_frame_equal(
+        result.rows.drop(columns=ignore).reset_index(drop=True),
+        fresh.rows.drop(columns=ignore).reset_index(drop=True),
+    )
+    # a trial whose config was edited does not verify: not adopted, the run is trained
+    dns_trial = Path(tuned["methods"]["dns"]["run_dir"])
+    config = json.loads((dns_trial / "config.json").read_text())
+    config["lr"] = config["lr"] * 2
+    (dns_trial / "config.json").write_text(json.dumps(config))
+    again = compare(tiny_prepared.path, methods, out=tmp_path / "b", tuned=tuned, progress=False, **common)
+    dns_status = {Path(d).name: s for d, s in again.status.items() if "/dns-" in d}
+    assert dns_status == {"seed0": "trained", "seed1": "trained"}

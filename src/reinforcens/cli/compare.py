@@ -83,7 +83,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--reference", default="rns", help="method the others are tested against ('none': no tests)"
     )
-    p.add_argument("--tuned", help="a tuned.json from `reinforcens tune`: each method's best setting")
+    p.add_argument(
+        "--tuned",
+        help="a tuned.json from `reinforcens tune`: each method's best setting (its best trial is "
+        "reused as its run of the tune's seed where it is that run)",
+    )
     p.add_argument(
         "--tune",
         action="store_true",

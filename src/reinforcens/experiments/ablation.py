@@ -114,7 +114,7 @@ def ablation(
     record = data_record(data)  # the data is loaded and verified before anything is written
     with DirectoryLock(out, "experiment"):
         rows, status = run_methods(
-            data, methods, seeds, out, base, pre, jobs, progress, "ablation", engine, address
+            data, methods, seeds, out, base, pre, jobs, progress, "ablation", engine, address, tuned=tuned
         )
         summary = summarize(rows, methods, "rns", seeds)
         summary.update(record)

@@ -16,11 +16,14 @@ not cached, and writes to the experiment directory:
 
 The runs are cached in ``runs/`` under names that include the dataset's fingerprint: on other data a
 compare trains new runs beside the old ones. One process at a time writes the directory (its
-``.lock``).
+``.lock``). With a tune result, each tuned method's best trial is copied in as its run of the tune's
+seed where it is that run (:func:`adopt_tuned_runs`), instead of being trained again.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,20 +32,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reinforcens.errors import ConfigError
+from reinforcens import rundir
+from reinforcens.errors import ConfigError, DataError
 from reinforcens.experiments import report
 from reinforcens.experiments.runner import (
     ITEMPOP,
     Method,
+    RunSpec,
     check_options_used,
     data_fingerprint,
     default_jobs,
     display_name,
     plan,
     run_specs,
+    run_status,
 )
 from reinforcens.experiments.stats import mean_std, paired_pvalue
-from reinforcens.lock import DirectoryLock
+from reinforcens.lock import LOCK_FILE, DirectoryLock
 from reinforcens.samplers import PAPER_SAMPLERS
 
 #: the methods of the paper's Table 2, in its order: ItemPop, then the samplers by their ``paper_order``
@@ -101,6 +107,46 @@ def tuned_overrides(tuned: dict[str, Any] | None, method: str) -> dict[str, Any]
         return {}
     best = tuned.get("methods", {}).get(method)
     return dict(best["values"]) if best else {}
+
+
+def adopt_tuned_runs(specs: Sequence[RunSpec], tuned: dict[str, Any] | None, fingerprint: str) -> list[str]:
+    """Copy each tuned method's best trial into the compare's run of the tune's seed where the trial is
+    that run, so that it is not trained twice; returns the run directories filled.
+
+    A trial is that run when the method, its values, its pretraining run and the data are the same,
+    which the run directory's name hashes (:func:`~reinforcens.experiments.runner.run_key`): a learned
+    sampler's trial started from the tune's best ``uniform`` trial and is never adopted. The trial must
+    be finished and verify against the run's config and the data
+    (:func:`reinforcens.rundir.verify_finished`; one that does not is left alone and the run trained);
+    the run directory must not exist yet. The copy (without the trial's lock file) is made beside it
+    and renamed into place, so an interrupted copy leaves no half run; the run is then verified again
+    as any finished run before it is read.
+    """
+    if not tuned:
+        return []
+    adopted = []
+    for spec in specs:
+        entry = tuned.get("methods", {}).get(spec.key) or {}
+        trial = Path(entry.get("run_dir") or "")
+        target = Path(spec.run_dir)
+        if spec.seed != tuned.get("seed") or trial.parent.name != target.parent.name or target.exists():
+            continue
+        if run_status(trial) != "cached":
+            continue
+        try:
+            rundir.verify_finished(trial, spec.config().to_json(), fingerprint)
+        except (ConfigError, DataError):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.adopting-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            shutil.copytree(trial, partial, ignore=shutil.ignore_patterns(LOCK_FILE))
+            os.rename(partial, target)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+        adopted.append(spec.run_dir)
+    return adopted
 
 
 #: metrics read from each run's ``metrics.json``, as CSV column -> metrics key (``{k}`` = full_k)
@@ -325,14 +371,17 @@ def run_methods(
     desc: str = "runs",
     engine: str = "local",
     address: str | None = None,
+    tuned: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Plan and execute the runs of ``methods`` x ``seeds`` on the data (its runs are named after its
     fingerprint) on ``engine`` (with ``address``: see :func:`reinforcens.experiments.runner.run_specs`);
-    returns the rows and run statuses. The caller holds the experiment's lock."""
+    returns the rows and run statuses. ``tuned``: a tune result whose best trials are adopted as runs
+    (:func:`adopt_tuned_runs`). The caller holds the experiment's lock."""
     base = dict(base or {})
     check_options_used(methods, base.get("sampler_options") or {})
     fingerprint = data_fingerprint(data)
     specs = plan(methods, seeds, base, out, pretrain_values=pretrain_values, fingerprint=fingerprint)
+    adopt_tuned_runs(specs, tuned, fingerprint)
     results = run_specs(
         specs, data, jobs=jobs or default_jobs(), progress=progress, desc=desc, engine=engine, address=address
     )
@@ -410,7 +459,8 @@ def compare(
     record = data_record(data)  # the data is loaded and verified before anything is written
     with DirectoryLock(out, "experiment"):
         rows, status = run_methods(
-            data, ms, seeds, out, base, pre, jobs, progress, desc="compare", engine=engine, address=address
+            data, ms, seeds, out, base, pre, jobs, progress, desc="compare", engine=engine, address=address,
+            tuned=tuned,
         )
         summary = summarize(rows, ms, reference, seeds)
         summary.update(record)
