@@ -28,6 +28,7 @@ import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
+from reinforcens import backend as backend_module
 from reinforcens.cli import main
 from reinforcens.errors import ConfigError
 from reinforcens.experiments import engines as engines_module
@@ -473,11 +474,13 @@ def test_integer_sampler_options_get_integer_ranges_and_grid_values():
         assert all(type(v) is int for v in parse_grid_overrides([f"{key}={lo},{hi}"])[key]), key
 
 
-def test_compare_adopts_each_tuned_best_trial_as_its_run_of_the_tunes_seed(tiny_prepared, tmp_path):
+def test_compare_adopts_each_tuned_best_trial_as_its_run_of_the_tunes_seed(
+    tiny_prepared, tmp_path, monkeypatch
+):
     """A compare after a tune trained each tuned method's seed-0 run again, though the best trial is
     that run (the same method, values, data and seed). It is copied in instead: the same metrics as
-    training it afresh; a learned sampler (whose trial started from the tune's pretraining) and a
-    trial that does not verify are trained."""
+    training it afresh. Trained instead: a learned sampler (pretrained by the compare's own run), a
+    trial that does not verify, one computed with another backend."""
     from reinforcens.experiments.compare import compare
 
     kwargs: dict[str, Any] = {"base": FAST_VALUES, "grid": SMALL_GRID, "progress": False, "jobs": 1}
@@ -512,3 +515,15 @@ def test_compare_adopts_each_tuned_best_trial_as_its_run_of_the_tunes_seed(tiny_
     again = compare(tiny_prepared.path, methods, out=tmp_path / "b", tuned=tuned, progress=False, **common)
     dns_status = {Path(d).name: s for d, s in again.status.items() if "/dns-" in d}
     assert dns_status == {"seed0": "trained", "seed1": "trained"}
+    assert not list((tmp_path / "cmp" / "runs").glob("*/.*adopting*"))
+    # computed with another backend (auto resolves to torch where numba is missing): trained, no error
+    monkeypatch.setattr(backend_module, "numba_available", lambda: False)
+    other = compare(
+        tiny_prepared.path, ["uniform"], out=tmp_path / "e", tuned=tuned, progress=False, **common
+    )
+    assert set(other.status.values()) == {"trained"}
+    monkeypatch.undo()
+    # a learned sampler tuned without uniform: its trial's pretraining has the compare's key, still trained
+    alone = tune(tiny_prepared.path, ["rns-es"], tmp_path / "tune2", trials=1, **kwargs)
+    res = compare(tiny_prepared.path, ["rns-es"], out=tmp_path / "d", tuned=alone, progress=False, **common)
+    assert {Path(d).name: s for d, s in res.status.items() if "/rns-es-" in d}["seed0"] == "trained"

@@ -49,6 +49,24 @@ from reinforcens.samplers import Negatives, NegativeSampler, SamplerContext, mak
 from reinforcens.training_data import TrainingData
 
 
+def computed_as(
+    config: TrainConfig, backend: str | None = None, device: torch.device | None = None
+) -> dict[str, Any]:
+    """How a one-process run of ``config`` is computed here (its ``run.json``): the resolved backend,
+    the device type and the pretrained checkpoint's SHA-256 (``None`` without one); ``backend`` and
+    ``device``: already resolved (else resolved from the config as :class:`Trainer` does)."""
+    if device is None:
+        device = run_device(resolve_device(config.device))
+    if backend is None:
+        backend = resolve_backend(config.backend, device)
+    pre = config.pretrained
+    return {
+        "backend": backend,
+        "device": device.type,
+        "pretrained_sha256": rundir.file_sha256(Path(pre)) if pre and Path(pre).is_file() else None,
+    }
+
+
 def resolve_device(name: str) -> torch.device:
     """``torch.device(name)``, with a clear error if CUDA is asked for and absent."""
     try:
@@ -150,12 +168,7 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
     def run_info(self) -> dict[str, Any]:
         """How this run is computed (``run.json``): resolved backend, device type, pretrained checkpoint."""
-        pre = self.config.pretrained
-        info = {
-            "backend": self.backend,
-            "device": self.device.type,
-            "pretrained_sha256": rundir.file_sha256(Path(pre)) if pre and Path(pre).is_file() else None,
-        }
+        info = computed_as(self.config, self.backend, self.device)
         if self.parallel.world > 1:  # results depend on the number of ranks (the global batch)
             info["ranks"] = self.parallel.world
         return info

@@ -113,36 +113,40 @@ def adopt_tuned_runs(specs: Sequence[RunSpec], tuned: dict[str, Any] | None, fin
     """Copy each tuned method's best trial into the compare's run of the tune's seed where the trial is
     that run, so that it is not trained twice; returns the run directories filled.
 
-    A trial is that run when the method, its values, its pretraining run and the data are the same,
-    which the run directory's name hashes (:func:`~reinforcens.experiments.runner.run_key`): a learned
-    sampler's trial started from the tune's best ``uniform`` trial and is never adopted. The trial must
-    be finished and verify against the run's config and the data
-    (:func:`reinforcens.rundir.verify_finished`; one that does not is left alone and the run trained);
-    the run directory must not exist yet. The copy (without the trial's lock file) is made beside it
-    and renamed into place, so an interrupted copy leaves no half run; the run is then verified again
-    as any finished run before it is read.
+    A trial is that run when the method, its values and the data are the same, which the run
+    directory's name hashes (:func:`~reinforcens.experiments.runner.run_key`), and the run is not
+    pretrained (a learned sampler starts from a pretraining run that the compare trains itself, so
+    its trial is never adopted). The trial must be finished and verify against the run's config, the
+    data and how the run would be computed here (backend, device;
+    :func:`reinforcens.rundir.verify_finished`), and the run directory must not exist yet; otherwise,
+    or if the copy fails, the run is trained as before. The copy (without the trial's lock file) is
+    made beside the run directory and renamed into place, so an interrupted copy leaves no half run
+    (a copy left by a killed compare is removed by the next); the run is then verified again as any
+    finished run before it is read. The caller holds the experiment's lock.
     """
     if not tuned:
         return []
+    from reinforcens.train import computed_as
+
     adopted = []
     for spec in specs:
         entry = tuned.get("methods", {}).get(spec.key) or {}
         trial = Path(entry.get("run_dir") or "")
         target = Path(spec.run_dir)
-        if spec.seed != tuned.get("seed") or trial.parent.name != target.parent.name or target.exists():
+        for left in target.parent.glob(f".{target.name}.adopting-*"):  # a killed compare's copy
+            shutil.rmtree(left, ignore_errors=True)
+        if spec.seed != tuned.get("seed") or spec.pretrain is not None or target.exists():
             continue
-        if run_status(trial) != "cached":
+        if trial.parent.name != target.parent.name or run_status(trial) != "cached":
             continue
-        try:
-            rundir.verify_finished(trial, spec.config().to_json(), fingerprint)
-        except (ConfigError, DataError):
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.adopting-{os.getpid()}")
-        shutil.rmtree(partial, ignore_errors=True)
         try:
+            config = spec.config()
+            rundir.verify_finished(trial, config.to_json(), fingerprint, computed_as(config))
             shutil.copytree(trial, partial, ignore=shutil.ignore_patterns(LOCK_FILE))
             os.rename(partial, target)
+        except (ConfigError, DataError, OSError, shutil.Error):
+            continue  # trained instead
         finally:
             shutil.rmtree(partial, ignore_errors=True)
         adopted.append(spec.run_dir)
