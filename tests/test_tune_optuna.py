@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +30,8 @@ from optuna.trial import TrialState
 from reinforcens import backend as backend_module
 from reinforcens.cli import main
 from reinforcens.errors import ConfigError
-from reinforcens.experiments import engines as engines_module
 from reinforcens.experiments import studies as studies_module
-from reinforcens.experiments.engines import Engine
-from reinforcens.experiments.runner import RunSpec, execute, run_status
+from reinforcens.experiments.runner import run_status
 from reinforcens.experiments.studies import _Tuner
 from reinforcens.experiments.tune import (
     JOURNAL,
@@ -303,65 +300,6 @@ def test_pruned_trials_are_recorded_and_their_runs_never_read_as_finished(
     assert run_status(pruned[0].user_attrs["run_dir"]) == "cached"
 
 
-@dataclass(eq=False)
-class _Held:
-    spec: RunSpec
-    data_path: str
-
-
-class _SlowMethodEngine(Engine):
-    """Two slots, runs executed in this process when collected; a run of ``slow`` is collected only
-    when no other run is going (as if it took longer than all of them)."""
-
-    name = "scripted"
-
-    def __init__(self, slow: str):
-        self.slow = slow
-        self.most_going = 0
-
-    def _free_slots(self, running: int) -> int:
-        self.most_going = max(self.most_going, running)
-        return 2 - running
-
-    def _submit(self, spec: RunSpec, data_path: str) -> _Held:
-        return _Held(spec, data_path)
-
-    def _wait(self, handles: list[Any]) -> list[Any]:
-        self.most_going = max(self.most_going, len(handles))
-        fast = [h for h in handles if h.spec.key != self.slow]
-        return (fast or handles)[:1]
-
-    def _result(self, handle: Any) -> dict[str, Any]:
-        return execute(handle.spec, handle.data_path)
-
-    def _cancel(self, handles: list[Any]) -> None:
-        pass
-
-
-def test_a_slow_trial_does_not_hold_back_the_other_studies(tiny_prepared, tmp_path, monkeypatch):
-    """Defect: a tune ran its trials in batches of --jobs and waited for the slowest run of a batch
-    before asking again, so a worker idled while one study's long trial ran. Now a study asks its next
-    trial when its last one is told: with two slots and uniform's runs the slowest, DNS finishes all
-    its trials while uniform's first still runs, and each study proposes what it proposes alone."""
-    engine = _SlowMethodEngine("uniform")
-    monkeypatch.setattr(engines_module, "make_engine", lambda *a, **k: engine)
-    kwargs: dict[str, Any] = {"trials": 3, "base": FAST_VALUES, "grid": SMALL_GRID, "progress": False}
-    tune(tiny_prepared.path, ["uniform", "dns"], tmp_path / "a", jobs=2, **kwargs)
-    studies = {name.split("-")[0]: trials for name, trials in _studies(tmp_path / "a").items()}
-    assert engine.most_going == 2
-    for trials in studies.values():
-        assert [t.state for t in trials] == [TrialState.COMPLETE] * 3 and _distinct(trials)
-    last_dns = max(t.datetime_complete for t in studies["dns"])
-    assert last_dns < min(t.datetime_complete for t in studies["uniform"])
-    # the same proposals as one study at a time, in this process
-    monkeypatch.undo()
-    tune(tiny_prepared.path, ["uniform"], tmp_path / "b", jobs=1, **kwargs)
-    tune(tiny_prepared.path, ["dns"], tmp_path / "c", jobs=1, **kwargs)
-    for method, out in (("uniform", "b"), ("dns", "c")):
-        (alone,) = _studies(tmp_path / out).values()
-        assert [t.params for t in alone] == [t.params for t in studies[method]]
-
-
 def _simulated_runs(duration: Any, record: dict[str, Any]) -> Any:
     """A stand-in for ``run_specs`` on a virtual clock: ``jobs`` slots, a run of ``spec`` takes
     ``duration(spec)``, results (a validation AUC that is a function of the setting) arrive in order of
@@ -392,18 +330,48 @@ def _simulated_runs(duration: Any, record: dict[str, Any]) -> Any:
     return run_specs
 
 
+def test_a_slow_trial_does_not_hold_back_the_other_studies(tiny_prepared, tmp_path, monkeypatch):
+    """Defect: a tune ran its trials in batches of --jobs (one trial of each of two studies) and
+    waited for the slowest run of a batch before asking again: with uniform's runs 4 times DNS's, 3
+    trials each on 2 slots took 3 x 4 = 12 run lengths, one slot idle for 3 of every 4. Their
+    settings do not depend on the results (TPE's first trials are random), so all six are queued at
+    once, in turn: done at 9."""
+    record: dict[str, Any] = {}
+    monkeypatch.setattr(
+        studies_module, "run_specs", _simulated_runs(lambda s: 4.0 if s.key == "uniform" else 1.0, record)
+    )
+    kwargs: dict[str, Any] = {"base": FAST_VALUES, "grid": SMALL_GRID, "progress": False}
+    tuned = tune(tiny_prepared.path, ["uniform", "dns"], tmp_path / "t", trials=3, jobs=2, **kwargs)
+    assert [tuned["methods"][m]["trials"] for m in ("uniform", "dns")] == [3, 3]
+    assert record["most"] == 2 and record["end"] == 9.0
+
+
+def test_a_studys_random_trials_never_wait_for_each_other(tiny_prepared, tmp_path, monkeypatch):
+    """TPE's first trials are random: a study asks them all at once, so its slow first trial (3 run
+    lengths) runs beside the three others on 2 slots (done at 3), not in rounds of 2 (done at 4)."""
+    record: dict[str, Any] = {}
+    order = itertools.count()
+    duration = _simulated_runs(lambda spec: 3.0 if next(order) == 0 else 1.0, record)
+    monkeypatch.setattr(studies_module, "run_specs", duration)
+    kwargs: dict[str, Any] = {"base": FAST_VALUES, "grid": SMALL_GRID, "progress": False}
+    tuned = tune(tiny_prepared.path, ["softmax"], tmp_path / "t", trials=4, jobs=2, **kwargs)
+    assert tuned["methods"]["softmax"]["trials"] == 4 and record["end"] == 3.0
+
+
 def test_a_study_that_runs_out_of_trials_leaves_its_workers_to_the_others(
     tiny_prepared, tmp_path, monkeypatch
 ):
     """Defect: with rounds of a fixed ``ceil(jobs / studies)``, once one study had asked its budget its
-    share of the workers idled to the end (uniform's 4-setting grid beside 12 Softmax trials, 4 jobs:
-    6 run lengths instead of 4). The round sizes now hand that share to the studies still asking."""
+    share of the workers idled to the end. uniform's 4-setting grid beside 24 Softmax trials, 4 jobs,
+    runs of one length: the 14 trials whose settings do not depend on results (the grid, TPE's 10
+    random ones) at once (4 lengths, the last with 2 slots idle: TPE's first round waits for all its
+    random trials), then Softmax's TPE rounds of 4, not 2: done at 8, not 11."""
     record: dict[str, Any] = {}
     monkeypatch.setattr(studies_module, "run_specs", _simulated_runs(lambda spec: 1.0, record))
     kwargs: dict[str, Any] = {"base": FAST_VALUES, "grid": SMALL_GRID, "progress": False}
-    tuned = tune(tiny_prepared.path, ["uniform", "softmax"], tmp_path / "t", trials=12, jobs=4, **kwargs)
-    assert tuned["methods"]["uniform"]["trials"] == 4 and tuned["methods"]["softmax"]["trials"] == 12
-    assert record["most"] == 4 and record["end"] == (4 + 12) / 4  # every slot busy to the end
+    tuned = tune(tiny_prepared.path, ["uniform", "softmax"], tmp_path / "t", trials=24, jobs=4, **kwargs)
+    assert tuned["methods"]["uniform"]["trials"] == 4 and tuned["methods"]["softmax"]["trials"] == 24
+    assert record["most"] == 4 and record["end"] == 8.0
 
 
 def test_a_studys_proposals_do_not_depend_on_how_long_the_other_studies_take(

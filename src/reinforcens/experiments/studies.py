@@ -46,6 +46,10 @@ JOURNAL = "optuna.journal"
 #: asks of a repeated setting before a trial takes an untried one drawn at random
 MAX_ASKS = 10
 
+#: TPE's random first trials (its ``n_startup_trials``): until that many of a study's trials are
+#: complete or pruned, its proposals do not depend on the values told
+TPE_STARTUP = 10
+
 #: spaces up to this size are enumerated to find an untried setting
 _ENUMERATE_MAX = 100_000
 
@@ -264,7 +268,7 @@ class _Tuner:
         runs are doing: a slow trial holds back its own study's next round, not the other studies. A
         study's asks thus see the same trials, and its proposals are the same, however long the other
         studies' runs take. The queued trials (left running by a killed tune) are their study's first
-        round.
+        round; the first rounds of the studies are queued in turn (one trial of each, then the next).
         """
         plan = self.rounds(searches)
         going: dict[_Search, int] = dict.fromkeys(searches, 0)  # each study's trials of its round
@@ -290,9 +294,8 @@ class _Tuner:
             return start(next_round(t.search)) if going[t.search] == 0 else []
 
         first = start([self.queue.popleft() for _ in range(len(self.queue))])
-        for s in searches:
-            if going[s] == 0:
-                first += start(next_round(s))
+        rounds = [start(next_round(s)) for s in searches if going[s] == 0]
+        first += [spec for turn in itertools.zip_longest(*rounds) for spec in turn if spec is not None]
         if not first:
             return
         planned = len(first) + sum(s.remaining for s in searches)
@@ -303,11 +306,17 @@ class _Tuner:
 
     def rounds(self, searches: list[_Search]) -> dict[_Search, deque[int]]:
         """Each study's round sizes for this call, from the trials left to ask only (never from how
-        long runs take): round by round, ``jobs`` is shared by the studies that still have trials
-        to ask, ``ceil(jobs / studies)`` each (at least one), so a study that runs out leaves its
-        share to the others."""
-        left = {s: s.remaining for s in searches}
-        plan: dict[_Search, deque[int]] = {s: deque() for s in searches}
+        long runs take).
+
+        A study's asks that do not depend on the values of its trials (:meth:`free_asks`) are its
+        first round, asked at once: they keep every worker busy without a wait. For the others,
+        round by round, ``jobs`` is shared by the studies that still have trials to ask,
+        ``ceil(jobs / studies)`` each (at least one), so a study that runs out leaves its share to
+        the others.
+        """
+        free = {s: self.free_asks(s) for s in searches}
+        left = {s: s.remaining - free[s] for s in searches}
+        plan: dict[_Search, deque[int]] = {s: deque([free[s]] if free[s] else []) for s in searches}
         while any(left.values()):
             active = [s for s in searches if left[s]]
             width = -(-self.jobs // len(active))
@@ -316,6 +325,17 @@ class _Tuner:
                 plan[s].append(n)
                 left[s] -= n
         return plan
+
+    def free_asks(self, s: _Search) -> int:
+        """How many of the study's next asks do not depend on the values its trials are told: all of
+        them for the grid and random samplers; for TPE those before its :data:`TPE_STARTUP` random
+        trials are used up (it proposes at random while fewer trials are complete or pruned, and the
+        study's trials, running ones included, are at least as many)."""
+        if s.kind != "tpe":
+            return s.remaining
+        live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        held = len(s.study.get_trials(deepcopy=False, states=live))
+        return max(0, min(s.remaining, TPE_STARTUP - held))
 
     def _settle(self, t: _Trial, result: dict[str, Any]) -> None:
         """Tell the study a finished run's outcome."""
@@ -419,7 +439,7 @@ def make_sampler(kind: str, space: Space, seed: int) -> optuna.samplers.BaseSamp
         return _GridSampler({k: list(v) for k, v in space.items()}, seed=seed)  # type: ignore[arg-type]
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP)
 
 
 def _derived_seed(seed: int, n: int) -> int:

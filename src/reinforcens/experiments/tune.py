@@ -53,12 +53,14 @@ budget of trials per method. A complete trial's learning curve (its validation A
 Up to ``jobs`` trials run at once through :func:`reinforcens.experiments.runner.run_specs`. Each study
 runs its trials in rounds asked together, and asks its next round as soon as its last one is told,
 whatever the other studies' runs are doing: a slow trial holds back its own study's next round, not
-the other studies. The round sizes are planned from the trials left to ask (``jobs`` shared by the
-studies that still have trials to ask, ``ceil(jobs / studies)`` each, at least one; a study that runs
-out leaves its share to the others), never from how long runs take, so a study's proposals do not
-depend on the other studies' run times. Workers can still idle at the end of a round (its study waits
-for its slowest trial) when no other study has a trial to start. Learned samplers are a second phase,
-after the pretraining run. With
+the other studies. The round sizes are planned from the trials left to ask, never from how long runs
+take, so a study's proposals do not depend on the other studies' run times. The asks whose proposal
+does not depend on the values told (every ask of the grid and random samplers; TPE's first 10, which
+are random) are a study's first round, all at once: with a budget of up to 10 trials nothing waits.
+For the later rounds, ``jobs`` is shared by the studies that still have trials to ask
+(``ceil(jobs / studies)`` each, at least one; a study that runs out leaves its share to the others);
+workers can idle at the end of such a round (its study waits for its slowest trial) when no other
+study has a trial to start. Learned samplers are a second phase, after the pretraining run. With
 ``prune``, each run reports its validation AUC after each epoch to its trial (:class:`PruningReporter`,
 in the worker process) and stops when the pruner says so (default: :data:`DEFAULT_PRUNER`, a median
 stopping rule; a run at its last epoch is not pruned); the trial is told ``PRUNED`` and counts in the
